@@ -1,0 +1,151 @@
+"""The task file: a YAML document validated by pydantic. Every setting has a default that
+works against the local stack, and a wrong one fails with the field and the fix named."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.tables import TableId
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A task file that cannot be used; the message names the field and the fix."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Model):
+    engine: Literal["postgres", "mysql"] = "postgres"
+    url: str = "postgresql://postgres@127.0.0.1:5432/hw_source"
+    slot_name: str | None = Field(default=None, description="default: headwater_<task>")
+    publication: str | None = Field(default=None, description="default: headwater_<task>")
+    snapshot_fetch_rows: int = Field(default=5000, ge=100)
+    ack_interval_s: float = Field(default=0.5, gt=0, le=30)
+
+
+class TargetConfig(_Model):
+    engine: Literal["postgres", "mysql", "sqlite"] = "postgres"
+    url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/hw_target"
+    schema_: str | None = Field(default=None, alias="schema", description="default: source's")
+    create_tables: bool = True
+    batch_size: int = Field(default=5000, ge=1, le=200_000)
+    batch_wait_s: float = Field(default=0.5, gt=0, le=60)
+
+
+class KafkaConfig(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str | None = Field(default=None, description="default: the task name")
+    partitions: int = Field(default=1, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    producer: dict[str, Any] = Field(default_factory=dict)
+    consumer: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegistryConfig(_Model):
+    url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+
+
+class TableSelection(_Model):
+    """Which source tables the task moves: `schema.table` patterns with `*` and `?`."""
+
+    include: list[str] = Field(default_factory=lambda: ["public.*"])
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _qualified(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            if "." not in p:
+                raise ValueError(f"pattern {p!r} must be schema.table, e.g. 'public.{p}'")
+        return patterns
+
+    def selects(self, table: TableId) -> bool:
+        name = str(table)
+        return any(fnmatch.fnmatchcase(name, p) for p in self.include) and not any(
+            fnmatch.fnmatchcase(name, p) for p in self.exclude
+        )
+
+
+class TaskConfig(_Model):
+    """One migration task: source, target, the Kafka cluster between them, and what moves."""
+
+    name: str
+    mode: Literal["full-load", "cdc", "full-load-and-cdc"] = "full-load-and-cdc"
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    tables: TableSelection = Field(default_factory=TableSelection)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(
+                "use letters, digits, '_' or '-', starting with a letter, at most 63 characters"
+            )
+        return name
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.kafka.topic_prefix or self.name
+
+    @property
+    def slot_name(self) -> str:
+        return self.source.slot_name or f"headwater_{_ident(self.name)}"
+
+    @property
+    def publication(self) -> str:
+        return self.source.publication or f"headwater_{_ident(self.name)}"
+
+    @property
+    def sink_group(self) -> str:
+        return f"headwater-{self.name}-sink"
+
+
+def _ident(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown field; check its spelling against docs/task-file.md"
+    if kind == "missing":
+        return f"{where}: required field is missing; add it"
+    return f"{where}: {err['msg']}"
+
+
+def parse_task(data: Any, origin: str = "task file") -> TaskConfig:
+    """Validate a task document; raise ConfigError naming each bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a YAML mapping with at least `name:`")
+    try:
+        return TaskConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(dict(e)) for e in exc.errors())
+        raise ConfigError(f"{origin}: {problems}") from None
+
+
+def load_task(path: Path) -> TaskConfig:
+    """Read and validate the task file at `path`."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read task file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_task(data, str(path))

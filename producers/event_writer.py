@@ -1,0 +1,153 @@
+"""Writes change events to Kafka: one topic per table, the primary key as the Avro key,
+the envelope as the value, a tombstone after each delete, schemas through the registry.
+
+The producer is idempotent with acks=all. `flush()` returns only when Kafka has
+acknowledged every event written before it, or raises DeliveryError; a source position is
+acknowledged only after such a flush.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from headwater.config import TaskConfig
+from producers.errors import DeliveryError
+from schemas.avro_schemas import key_schema, value_schema
+from schemas.envelope import ChangeEvent, envelope_record, key_record
+from schemas.registry import SchemaRegistry
+from schemas.serde import AvroSerde
+from schemas.tables import TableId, TableSchema
+from schemas.topics import key_subject, table_topic, value_subject
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(task: TaskConfig) -> dict[str, Any]:
+    """Kafka producer settings: no loss, no reordering, good batching."""
+    return {
+        "bootstrap.servers": task.kafka.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 200_000,
+        # Java clients hash keys with murmur2; matching it keeps a row's partition the same
+        # whichever client writes it.
+        "partitioner": "murmur2_random",
+        "client.id": f"headwater-{task.name}-producer",
+        **task.kafka.producer,
+    }
+
+
+class _TableCodec:
+    """Schema ids and topic for one table's current shape."""
+
+    def __init__(self, topic: str, schema: TableSchema, key_id: int, value_id: int) -> None:
+        self.topic, self.schema, self.key_id, self.value_id = topic, schema, key_id, value_id
+
+
+class EventWriter:
+    """Serializes ChangeEvents and produces them, tracking delivery failures."""
+
+    def __init__(self, task: TaskConfig, registry: SchemaRegistry) -> None:
+        self.task = task
+        self.prefix = task.topic_prefix
+        self.serde = AvroSerde(registry)
+        self._producer = Producer(producer_config(task))
+        self._admin = AdminClient({"bootstrap.servers": task.kafka.bootstrap_servers})
+        self._codecs: dict[TableId, _TableCodec] = {}
+        self._failure: KafkaError | None = None
+        self.produced = 0
+
+    def register_table(self, schema: TableSchema) -> None:
+        """Create the table's topic if missing and register its (possibly new) schemas."""
+        topic = table_topic(self.prefix, schema.table)
+        current = self._codecs.get(schema.table)
+        if current is not None and current.schema == schema:
+            return
+        if current is None:
+            self.ensure_topics([topic])
+        key_id = self.serde.schema_id(key_subject(topic), key_schema(self.prefix, schema))
+        value_id = self.serde.schema_id(value_subject(topic), value_schema(self.prefix, schema))
+        self._codecs[schema.table] = _TableCodec(topic, schema, key_id, value_id)
+
+    def ensure_topics(self, topics: list[str], config: dict[str, str] | None = None) -> None:
+        """Create topics with the task's partitions; existing ones are left as they are."""
+        new = [
+            NewTopic(
+                t,
+                self.task.kafka.partitions,
+                self.task.kafka.replication_factor,
+                config=config or {},
+            )
+            for t in topics
+        ]
+        for topic, future in self._admin.create_topics(new, operation_timeout=30).items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise DeliveryError(f"cannot create topic {topic}: {exc}") from None
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and self._failure is None:
+            self._failure = err
+
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, **kwargs)
+                break
+            except BufferError:
+                # The local queue is full: let librdkafka send, then try again.
+                self._producer.poll(0.1)
+        self.produced += 1
+
+    def write(self, event: ChangeEvent) -> None:
+        """Produce one event (and a tombstone after a delete)."""
+        codec = self._codecs[event.table]
+        value = self.serde.encode(codec.value_id, envelope_record(event, codec.schema))
+        if event.op == "t":
+            # A truncate concerns every row, so every partition sees it in its order.
+            for partition in range(self._partitions(codec.topic)):
+                self._produce(codec.topic, None, value, partition)
+            return
+        key_values = event.key(codec.schema)
+        key = self.serde.encode(codec.key_id, key_record(key_values or {}, codec.schema))
+        self._produce(codec.topic, key, value)
+        if event.op == "d":
+            self._produce(codec.topic, key, None)
+        self._producer.poll(0)
+
+    def _partitions(self, topic: str) -> int:
+        meta = self._producer.list_topics(topic, timeout=10)
+        return max(1, len(meta.topics[topic].partitions))
+
+    def produce_raw(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Produce an already-encoded record (the task's state topic)."""
+        self._produce(topic, key, value)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until Kafka acknowledged everything produced so far; raise on any failure."""
+        remaining = self._producer.flush(timeout)
+        if self._failure is not None:
+            raise DeliveryError(f"Kafka did not acknowledge an event: {self._failure}")
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} events still unacknowledged after {timeout:.0f}s; "
+                f"is Kafka at {self.task.kafka.bootstrap_servers} up?"
+            )
+
+    def close(self) -> None:
+        self._producer.flush(10)

@@ -1,0 +1,173 @@
+"""What the source's catalog says: server settings CDC needs, the tables a task selects,
+their columns and keys, and the publication that streams them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from headwater.config import TableSelection
+from producers.errors import SourceError
+from producers.postgres.pgoutput import Relation
+from schemas.tables import Column, TableId, TableSchema
+
+Conn = psycopg.Connection[Any]
+
+_TYPE_SQL = """
+SELECT t.typname, t.typtype, bt.typname, format_type(%(oid)s, %(mod)s)
+FROM pg_type t LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+WHERE t.oid = %(oid)s
+"""
+
+_COLUMNS_SQL = """
+SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull
+FROM pg_attribute a
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_PK_SQL = """
+SELECT a.attname
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s::regclass AND i.indisprimary
+ORDER BY k.ord
+"""
+
+_TABLES_SQL = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+ORDER BY 1, 2
+"""
+
+
+def check_cdc_settings(conn: Conn) -> None:
+    """Raise SourceError unless the server can stream logical changes."""
+    row = conn.execute("SHOW wal_level").fetchone()
+    level = row[0] if row else "unknown"
+    if level != "logical":
+        raise SourceError(
+            f"source wal_level is {level!r}, logical replication needs 'logical': "
+            "set wal_level = logical in postgresql.conf (ALTER SYSTEM SET wal_level = logical) "
+            "and restart PostgreSQL"
+        )
+
+
+def selected_tables(conn: Conn, selection: TableSelection) -> list[TableId]:
+    """The source tables the task's include/exclude patterns select."""
+    tables = [TableId(s, n) for s, n in conn.execute(_TABLES_SQL).fetchall()]
+    return [t for t in tables if selection.selects(t)]
+
+
+def _qualified(table: TableId) -> str:
+    return sql.Identifier(table.schema, table.name).as_string(None)
+
+
+def primary_key(conn: Conn, table: TableId) -> tuple[str, ...]:
+    return tuple(r[0] for r in conn.execute(_PK_SQL, (_qualified(table),)).fetchall())
+
+
+class TypeResolver:
+    """Turns (type oid, typmod) into a Column's type name and declared type, cached."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+        self._cache: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def resolve(self, oid: int, typmod: int) -> tuple[str, str]:
+        key = (oid, typmod)
+        if key not in self._cache:
+            row = self._conn.execute(_TYPE_SQL, {"oid": oid, "mod": typmod}).fetchone()
+            if row is None:
+                raise SourceError(f"type oid {oid} is not in pg_type")
+            typname, typtype, base, declared = row
+            if typtype == "d" and base:  # a domain travels as its base type
+                typname = base
+            if typtype == "e":  # an enum's values are labels; the target gets text
+                typname, declared = "text", "text"
+            self._cache[key] = (typname, declared)
+        return self._cache[key]
+
+    def column(self, name: str, oid: int, typmod: int, nullable: bool) -> Column:
+        type_name, declared = self.resolve(oid, typmod)
+        precision = scale = None
+        if type_name == "numeric" and typmod >= 4:
+            precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+        return Column(name, type_name, declared, nullable, precision, scale)
+
+
+def describe_table(conn: Conn, table: TableId, types: TypeResolver) -> TableSchema:
+    """The table's columns and primary key as the catalog has them now."""
+    rows = conn.execute(_COLUMNS_SQL, (_qualified(table),)).fetchall()
+    columns = tuple(types.column(name, oid, mod, not notnull) for name, oid, mod, notnull in rows)
+    return TableSchema(table, columns, primary_key(conn, table))
+
+
+def schema_from_relation(conn: Conn, rel: Relation, types: TypeResolver) -> TableSchema:
+    """The table's shape as of a Relation message (which is authoritative for the events
+    after it, even if the catalog has changed again since)."""
+    table = TableId(rel.namespace, rel.name)
+    notnull = _not_null_columns(conn, table)
+    columns = tuple(
+        types.column(c.name, c.type_oid, c.type_modifier, c.name not in notnull)
+        for c in rel.columns
+    )
+    key = tuple(c.name for c in rel.columns if c.is_key)
+    return TableSchema(table, columns, key)
+
+
+def _not_null_columns(conn: Conn, table: TableId) -> set[str]:
+    try:
+        rows = conn.execute(_COLUMNS_SQL, (_qualified(table),)).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return set()
+    return {name for name, _oid, _mod, notnull in rows if notnull}
+
+
+def require_primary_keys(conn: Conn, tables: Sequence[TableId]) -> None:
+    """Raise SourceError naming every selected table that has no primary key."""
+    missing = [str(t) for t in tables if not primary_key(conn, t)]
+    if missing:
+        raise SourceError(
+            f"table(s) without a primary key: {', '.join(missing)}; add a primary key "
+            "or exclude them in `tables.exclude`"
+        )
+
+
+def ensure_publication(conn: Conn, name: str, tables: Sequence[TableId]) -> None:
+    """Create the task's publication, or add tables it lacks; never drops anything."""
+    row = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+    if row is None:
+        targets = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+        conn.execute(
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), targets)
+        )
+        return
+    present = {
+        TableId(s, n)
+        for s, n in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,)
+        ).fetchall()
+    }
+    for table in tables:
+        if table not in present:
+            conn.execute(
+                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                    sql.Identifier(name), sql.Identifier(table.schema, table.name)
+                )
+            )
+
+
+def estimated_rows(conn: Conn, table: TableId) -> int:
+    """The planner's row estimate (pg_class.reltuples), 0 when never analysed."""
+    row = conn.execute(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
+        (_qualified(table),),
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,145 @@
+"""Turns decoded pgoutput messages into ChangeEvents. Pure apart from `describe`, the
+injected function that gives a Relation message its TableSchema (types, nullability)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+
+from producers.postgres.pgoutput import (
+    UNCHANGED,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    PgOutputMessage,
+    Relation,
+    Truncate,
+    TupleValue,
+    Update,
+)
+from schemas.envelope import ChangeEvent, Op, Row, SourceInfo
+from schemas.pg_types import parse_pg_text
+from schemas.tables import TableId, TableSchema
+
+Describe = Callable[[Relation], TableSchema]
+
+
+@dataclass
+class _Transaction:
+    xid: int
+    commit_ts_ms: int
+
+
+class ChangeBuilder:
+    """Keeps the relation cache and the open transaction; yields events per message."""
+
+    def __init__(
+        self, source_name: str, db: str, selected: Container[TableId], describe: Describe
+    ) -> None:
+        self.source_name = source_name
+        self.db = db
+        self.selected = selected
+        self.describe = describe
+        self.relations: dict[int, TableSchema] = {}
+        self.tx: _Transaction | None = None
+
+    def on_message(self, msg: PgOutputMessage, wal_start: int) -> list[ChangeEvent]:
+        """The events `msg` stands for (none for Begin, Commit, Relation...)."""
+        if isinstance(msg, Begin):
+            self.tx = _Transaction(msg.xid, msg.commit_ts_ms)
+        elif isinstance(msg, Commit):
+            self.tx = None
+        elif isinstance(msg, Relation):
+            table = TableId(msg.namespace, msg.name)
+            if table in self.selected:
+                self.relations[msg.oid] = self.describe(msg)
+        elif isinstance(msg, Insert):
+            return self._row_events("c", msg.relation_oid, wal_start, None, msg.new, False)
+        elif isinstance(msg, Update):
+            return self._row_events(
+                "u", msg.relation_oid, wal_start, msg.old, msg.new, msg.old_is_key_only
+            )
+        elif isinstance(msg, Delete):
+            return self._row_events(
+                "d", msg.relation_oid, wal_start, msg.old, None, msg.old_is_key_only
+            )
+        elif isinstance(msg, Truncate):
+            return [
+                self._event("t", self.relations[oid], wal_start, None, None)
+                for oid in msg.relation_oids
+                if oid in self.relations
+            ]
+        return []
+
+    def _source(self, schema: TableSchema, lsn: int) -> SourceInfo:
+        tx = self.tx
+        return SourceInfo(
+            connector="postgresql",
+            name=self.source_name,
+            db=self.db,
+            table=schema.table,
+            ts_ms=tx.commit_ts_ms if tx else 0,
+            snapshot="false",
+            tx_id=tx.xid if tx else None,
+            lsn=lsn,
+        )
+
+    def _event(
+        self,
+        op: Op,
+        schema: TableSchema,
+        lsn: int,
+        before: Row | None,
+        after: Row | None,
+        unavailable: tuple[str, ...] = (),
+    ) -> ChangeEvent:
+        source = self._source(schema, lsn)
+        return ChangeEvent(op, source, before, after, source.ts_ms, unavailable)
+
+    def _row_events(
+        self,
+        op: Op,
+        oid: int,
+        lsn: int,
+        old: tuple[TupleValue, ...] | None,
+        new: tuple[TupleValue, ...] | None,
+        old_key_only: bool,
+    ) -> list[ChangeEvent]:
+        schema = self.relations.get(oid)
+        if schema is None:  # a table outside the task that shares the publication
+            return []
+        before = _row(schema, old, old_key_only)[0] if old is not None else None
+        if new is None:
+            return [self._event("d", schema, lsn, before, None)]
+        after, unavailable = _row(schema, new, False)
+        if old is None:
+            return [self._event(op, schema, lsn, None, after, unavailable)]
+        if before is not None and _key(schema, before) != _key(schema, after):
+            # A primary-key change is a delete of the old row and an insert of the new one,
+            # as Debezium does, so each key's events stay in that key's partition.
+            return [
+                self._event("d", schema, lsn, before, None),
+                self._event("c", schema, lsn, None, after, unavailable),
+            ]
+        return [self._event("u", schema, lsn, before, after, unavailable)]
+
+
+def _key(schema: TableSchema, row: Row) -> tuple[object, ...]:
+    return tuple(row.get(k) for k in schema.primary_key)
+
+
+def _row(
+    schema: TableSchema, values: tuple[TupleValue, ...], key_only: bool
+) -> tuple[Row, tuple[str, ...]]:
+    row: Row = {}
+    unavailable: list[str] = []
+    for col, raw in zip(schema.columns, values, strict=False):
+        if raw is UNCHANGED:
+            unavailable.append(col.name)
+            row[col.name] = None
+        elif key_only and col.name not in schema.primary_key:
+            row[col.name] = None
+        else:
+            row[col.name] = parse_pg_text(col, raw if isinstance(raw, str) else None)
+    return row, tuple(unavailable)

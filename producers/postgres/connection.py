@@ -1,0 +1,50 @@
+"""Opening connections to a PostgreSQL source: ordinary ones for the catalog and the
+snapshot, replication ones for the log; both with the session settings the text parsers of
+`schemas.pg_types` rely on (ISO dates, UTC)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from producers.errors import SourceError
+
+_SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3"
+
+
+def plain_url(url: str) -> str:
+    """Accept SQLAlchemy-style URLs (`postgresql+psycopg://`) as libpq URLs."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}" if sep else url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        params = conninfo_to_dict(plain_url(url))
+    except psycopg.ProgrammingError:
+        return "<unparsable url>"
+    user = params.get("user", "")
+    host = params.get("host", "localhost")
+    port = params.get("port", "5432")
+    return f"postgresql://{user}@{host}:{port}/{params.get('dbname', '')}"
+
+
+def connect(
+    url: str, replication: bool = False, role: str = "source"
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Connect to the `role` database; a failure becomes a SourceError naming the fix."""
+    extra: dict[str, str] = {"options": _SESSION_OPTIONS, "application_name": "headwater"}
+    if replication:
+        extra["replication"] = "database"
+    try:
+        conninfo = make_conninfo(plain_url(url), **extra)
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise SourceError(
+            f"cannot connect to {role} {redact(url)}: {first}; "
+            f"check {role}.url and that the server runs (`headwater stack up`)"
+        ) from None
+    except psycopg.ProgrammingError as exc:
+        raise SourceError(f"{role}.url is not a valid PostgreSQL URL: {exc}") from None

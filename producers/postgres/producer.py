@@ -1,0 +1,265 @@
+"""The PostgreSQL producer of a task: checks the source, snapshots the selected tables at the
+point a new replication slot exported, then streams the slot, acknowledging a position to
+PostgreSQL only after Kafka acknowledged every event up to it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from headwater.config import TaskConfig
+from producers.errors import SourceError
+from producers.event_writer import EventWriter
+from producers.postgres import catalog, snapshot
+from producers.postgres.changes import ChangeBuilder
+from producers.postgres.connection import connect
+from producers.postgres.pgoutput import (
+    Commit,
+    Keepalive,
+    Relation,
+    XLogData,
+    decode_message,
+    format_lsn,
+)
+from producers.postgres.replication import ReplicationStream, drop_slot, slot_info
+from producers.task_state import TableProgress, TaskState, TaskStateStore
+from schemas.registry import SchemaRegistry
+from schemas.tables import TableId, TableSchema
+
+log = logging.getLogger(__name__)
+
+_STATE_SAVE_INTERVAL_S = 2.0
+
+
+class PostgresProducer:
+    """Runs one task's PostgreSQL source until `stop` is set."""
+
+    def __init__(self, task: TaskConfig, stop: threading.Event) -> None:
+        self.task = task
+        self.stop = stop
+        self.conn = connect(task.source.url)
+        self.db = str(self.conn.info.dbname)
+        catalog.check_cdc_settings(self.conn)
+        self.types = catalog.TypeResolver(self.conn)
+        self.tables = catalog.selected_tables(self.conn, task.tables)
+        if not self.tables:
+            raise SourceError(
+                f"no source table matches tables.include {task.tables.include}; "
+                "check the patterns (schema.table, with * wildcards)"
+            )
+        catalog.require_primary_keys(self.conn, self.tables)
+        self.registry = SchemaRegistry(task.registry.url)
+        self.registry.ping()
+        self.writer = EventWriter(task, self.registry)
+        self.store = TaskStateStore(task.kafka.bootstrap_servers)
+        self.store.ensure_topic()
+        self.state = self.store.load(task.name) or TaskState(task.name)
+        self._last_save = 0.0
+        self._snapshot_lsn: int | None = None
+
+    # --- entry point --------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            if self.task.mode == "full-load":
+                if self.state.snapshot_status != "done":
+                    self._full_load(snapshot_name=None, lsn=None)
+                return
+            self._stream(self._prepare_slot())
+        finally:
+            self.writer.close()
+            self.registry.close()
+            self.conn.close()
+
+    # --- slot and snapshot --------------------------------------------------------------
+
+    def _prepare_slot(self) -> ReplicationStream:
+        """Open the replication connection, creating the slot (and running the full load
+        at its exported snapshot) when this task has not done so yet."""
+        catalog.ensure_publication(self.conn, self.task.publication, self.tables)
+        slot = self.task.slot_name
+        existing = slot_info(self.conn, slot)
+        needs_load = self.task.mode == "full-load-and-cdc" and self.state.snapshot_status != "done"
+        if existing is not None and needs_load:
+            # A slot left by a full load that never finished: its snapshot is gone, start over.
+            log.warning(
+                "task %s: dropping slot %s of an unfinished full load", self.task.name, slot
+            )
+            self._drop_slot_when_released(slot)
+            existing = None
+        if existing is None and not needs_load and self.state.snapshot_status != "pending":
+            raise SourceError(
+                f"replication slot {slot} has disappeared, so changes since "
+                f"{self.state.acked_position or 'the last run'} are lost to this task; "
+                f"run `headwater cleanup` on the task file and start it again for a new full load"
+            )
+        stream = ReplicationStream(connect(self.task.source.url, replication=True))
+        if existing is None:
+            created = stream.create_slot(slot, export_snapshot=needs_load)
+            log.info(
+                "task %s: created slot %s at %s",
+                self.task.name,
+                slot,
+                format_lsn(created.consistent_point),
+            )
+            if needs_load:
+                self._full_load(created.snapshot_name, created.consistent_point)
+            else:
+                self.state.snapshot_status = "skipped"
+                self.state.acked_position = format_lsn(created.consistent_point)
+                self._save_state(force=True)
+        return stream
+
+    def _drop_slot_when_released(self, slot: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = slot_info(self.conn, slot)
+            if info is None:
+                return
+            if not info["active"]:
+                drop_slot(self.conn, slot)
+                return
+            if time.monotonic() > deadline:
+                raise SourceError(f"replication slot {slot} is in use by another process")
+            time.sleep(0.5)
+
+    def _full_load(self, snapshot_name: str | None, lsn: int | None) -> None:
+        schemas = {t: catalog.describe_table(self.conn, t, self.types) for t in self.tables}
+        for schema in schemas.values():
+            self.writer.register_table(schema)
+        self.state.snapshot_status = "running"
+        self.state.tables = {
+            str(t): TableProgress(estimate=catalog.estimated_rows(self.conn, t))
+            for t in self.tables
+        }
+        self._save_state(force=True)
+        self._snapshot_lsn = lsn
+        with connect(self.task.source.url) as snap_conn:
+            snapshot.begin_snapshot(snap_conn, snapshot_name)
+            for table in self.tables:
+                self._load_table(snap_conn, schemas[table])
+                if self.stop.is_set():
+                    raise InterruptedError("stopped during the full load")
+            snapshot.end_snapshot(snap_conn)
+        self.writer.flush()
+        self.state.snapshot_status = "done"
+        if lsn is not None:
+            self.state.acked_position = format_lsn(lsn)
+        self._save_state(force=True)
+        log.info("task %s: full load done", self.task.name)
+
+    def _load_table(self, conn: psycopg.Connection[Any], schema: TableSchema) -> None:
+        progress = self.state.tables[str(schema.table)]
+        progress.started_ms = int(time.time() * 1000)
+        batches = snapshot.read_table(
+            conn,
+            schema,
+            self.task.topic_prefix,
+            self.db,
+            self._snapshot_lsn,
+            self.task.source.snapshot_fetch_rows,
+        )
+        for batch in batches:
+            for event in batch:
+                self.writer.write(event)
+            progress.rows += len(batch)
+            self._save_state()
+            if self.stop.is_set():
+                return
+        progress.done = True
+        progress.finished_ms = int(time.time() * 1000)
+        log.info("task %s: snapshot of %s: %d rows", self.task.name, schema.table, progress.rows)
+
+    # --- streaming ----------------------------------------------------------------------
+
+    def _describe(self, rel: Relation) -> TableSchema:
+        schema = catalog.schema_from_relation(self.conn, rel, self.types)
+        self.writer.register_table(schema)
+        return schema
+
+    def _stream(self, stream: ReplicationStream) -> None:
+        selected: set[TableId] = set(self.tables)
+        builder = ChangeBuilder(self.task.topic_prefix, self.db, selected, self._describe)
+        stream.start(self.task.slot_name, self.task.publication)
+        loop = _AckLoop(stream, self.writer, self.task.source.ack_interval_s)
+        log.info("task %s: streaming slot %s", self.task.name, self.task.slot_name)
+        try:
+            while not self.stop.is_set():
+                frame = stream.read(timeout=0.2)
+                if isinstance(frame, XLogData):
+                    msg = decode_message(frame.payload)
+                    for event in builder.on_message(msg, frame.wal_start):
+                        self.writer.write(event)
+                        self.state.events_streamed += 1
+                    loop.on_message(msg, builder.tx is not None)
+                elif isinstance(frame, Keepalive):
+                    loop.on_keepalive(frame)
+                if loop.maybe_ack():
+                    self.state.acked_position = format_lsn(loop.acked)
+                    self._save_state()
+            loop.maybe_ack(force=True)
+            self.state.acked_position = format_lsn(loop.acked)
+            self._save_state(force=True)
+        finally:
+            stream.stop()
+            stream.conn.close()
+
+    def _save_state(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_save >= _STATE_SAVE_INTERVAL_S:
+            self.store.save(self.state)
+            self._last_save = now
+
+
+class _AckLoop:
+    """Decides when to acknowledge which LSN: a commit's end once Kafka has all its events;
+    on an idle stream, the server's WAL end, so the slot never holds WAL back."""
+
+    def __init__(self, stream: ReplicationStream, writer: EventWriter, interval: float) -> None:
+        self.stream = stream
+        self.writer = writer
+        self.interval = interval
+        self.acked = 0
+        self.committed = 0  # end LSN of the last transaction whose events were all produced
+        self.server_end = 0
+        self.in_tx = False
+        self.reply_due = False
+        self._last = time.monotonic()
+        self._produced_at_ack = -1
+
+    def on_message(self, msg: object, in_tx: bool) -> None:
+        self.in_tx = in_tx
+        if isinstance(msg, Commit):
+            self.committed = max(self.committed, msg.end_lsn)
+
+    def on_keepalive(self, frame: Keepalive) -> None:
+        self.server_end = max(self.server_end, frame.wal_end)
+        self.reply_due = self.reply_due or frame.reply_requested
+
+    def maybe_ack(self, force: bool = False) -> bool:
+        """Flush and acknowledge when due; True when the acknowledged LSN moved."""
+        if not (force or self.reply_due or time.monotonic() - self._last >= self.interval):
+            return False
+        self._last = time.monotonic()
+        self.reply_due = False
+        candidate = self.committed
+        idle = not self.in_tx and self.writer.produced == self._produced_at_ack
+        if idle:
+            candidate = max(candidate, self.server_end)
+        if candidate > self.acked:
+            self.writer.flush()
+            self._produced_at_ack = self.writer.produced
+        moved = candidate > self.acked
+        self.acked = max(self.acked, candidate)
+        # Ask for a keepalive when idle so the next round learns the server's WAL end.
+        self.stream.send_status(self.acked, reply_requested=idle)
+        return moved
+
+
+def run_postgres_producer(task: TaskConfig, stop: threading.Event) -> None:
+    """Run the task's PostgreSQL producer until `stop` is set (or the full load ends)."""
+    PostgresProducer(task, stop).run()

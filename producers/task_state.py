@@ -1,0 +1,121 @@
+"""A task's producer progress, kept in a compacted Kafka topic keyed by task name: whether
+the full load finished, rows per table, events streamed, the acknowledged source position.
+
+Kafka holds it (not a local file) so a task resumes from any machine, and `headwater status`
+reads the same record the producer wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from schemas.topics import STATE_TOPIC
+
+
+@dataclass
+class TableProgress:
+    rows: int = 0
+    estimate: int = 0
+    done: bool = False
+    started_ms: int = 0
+    finished_ms: int = 0
+
+
+@dataclass
+class TaskState:
+    """What a producer has durably achieved for one task."""
+
+    task: str
+    snapshot_status: str = "pending"  # pending | running | done | skipped
+    tables: dict[str, TableProgress] = field(default_factory=dict)
+    events_streamed: int = 0
+    acked_position: str = ""
+    updated_ms: int = 0
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TaskState:
+        data: dict[str, Any] = json.loads(raw)
+        tables = {k: TableProgress(**v) for k, v in data.pop("tables", {}).items()}
+        return cls(tables=tables, **data)
+
+
+class TaskStateStore:
+    """Reads and writes TaskState records in the state topic."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap = bootstrap_servers
+        self._producer: Producer | None = None
+
+    def ensure_topic(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        topic = NewTopic(STATE_TOPIC, 1, 1, config={"cleanup.policy": "compact"})
+        for future in admin.create_topics([topic], operation_timeout=30).values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    def save(self, state: TaskState) -> None:
+        """Write `state` and wait until Kafka has it."""
+        if self._producer is None:
+            self._producer = Producer(
+                {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all"}
+            )
+        state.updated_ms = int(time.time() * 1000)
+        self._producer.produce(STATE_TOPIC, key=state.task.encode(), value=state.to_json())
+        if self._producer.flush(30):
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "state not acknowledged"))
+
+    def load(self, task: str, timeout: float = 10.0) -> TaskState | None:
+        """The latest state of `task`, or None when it never ran."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"headwater-state-reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            return _read_latest(consumer, task.encode(), timeout)
+        finally:
+            consumer.close()
+
+    def delete(self, task: str) -> None:
+        """Forget `task` (a tombstone), used by `headwater cleanup`."""
+        if self._producer is None:
+            self._producer = Producer({"bootstrap.servers": self.bootstrap})
+        self._producer.produce(STATE_TOPIC, key=task.encode(), value=None)
+        self._producer.flush(30)
+
+
+def _read_latest(consumer: Consumer, key: bytes, timeout: float) -> TaskState | None:
+    meta = consumer.list_topics(STATE_TOPIC, timeout=timeout)
+    if STATE_TOPIC not in meta.topics or meta.topics[STATE_TOPIC].error is not None:
+        return None
+    low, high = consumer.get_watermark_offsets(TopicPartition(STATE_TOPIC, 0), timeout=timeout)
+    if high <= low:
+        return None
+    consumer.assign([TopicPartition(STATE_TOPIC, 0, low)])
+    latest: bytes | None = None
+    deadline = time.monotonic() + timeout
+    position = low
+    while position < high and time.monotonic() < deadline:
+        for msg in consumer.consume(500, timeout=0.5):
+            if msg.error():
+                continue
+            position = (msg.offset() or 0) + 1
+            if msg.key() == key:
+                latest = msg.value()
+    return TaskState.from_json(latest) if latest else None

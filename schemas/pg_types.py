@@ -1,0 +1,108 @@
+"""PostgreSQL types: which Avro type carries each, and how its text form (what pgoutput
+sends and what `::text` yields in a snapshot) becomes the Python value fastavro writes.
+
+Snapshot and stream both go through `parse_pg_text`, so a row read in the full load and the
+same row seen in the log become byte-identical Avro.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from schemas.tables import Column
+
+AvroType = str | dict[str, Any]
+
+JSON_TYPE: dict[str, Any] = {"type": "string", "connect.name": "io.debezium.data.Json"}
+
+_SIMPLE: dict[str, AvroType] = {
+    "int2": "int",
+    "int4": "int",
+    "int8": "long",
+    "float4": "float",
+    "float8": "double",
+    "bool": "boolean",
+    "text": "string",
+    "varchar": "string",
+    "bpchar": "string",
+    "name": "string",
+    "bytea": "bytes",
+    "date": {"type": "int", "logicalType": "date"},
+    "time": {"type": "long", "logicalType": "time-micros"},
+    "timestamp": {"type": "long", "logicalType": "local-timestamp-micros"},
+    "timestamptz": {"type": "long", "logicalType": "timestamp-micros"},
+    "uuid": {"type": "string", "logicalType": "uuid"},
+    "json": JSON_TYPE,
+    "jsonb": JSON_TYPE,
+}
+
+# Types we carry as their text form until they get a mapping of their own; the assessment
+# lists them so nothing is dropped in silence.
+TEXT_FALLBACK: AvroType = "string"
+
+
+def avro_type_for(col: Column) -> AvroType:
+    """The Avro type (without the null branch) that carries values of `col`."""
+    if col.type_name == "numeric":
+        if col.precision is None:
+            return {"type": "string", "connect.name": "headwater.VariableDecimal"}
+        return {
+            "type": "bytes",
+            "logicalType": "decimal",
+            "precision": col.precision,
+            "scale": col.scale or 0,
+        }
+    return _SIMPLE.get(col.type_name, TEXT_FALLBACK)
+
+
+def is_mapped(type_name: str) -> bool:
+    """Whether `type_name` has a mapping of its own (else it travels as text)."""
+    return type_name == "numeric" or type_name in _SIMPLE
+
+
+def _parse_bool(text: str) -> bool:
+    return text == "t"
+
+
+def _parse_bytea(text: str) -> bytes:
+    # bytea_output=hex is the default since PostgreSQL 9.0; it is what both paths see.
+    return bytes.fromhex(text[2:]) if text.startswith("\\x") else text.encode()
+
+
+def _parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int2": int,
+    "int4": int,
+    "int8": int,
+    "float4": float,
+    "float8": float,
+    "bool": _parse_bool,
+    "bytea": _parse_bytea,
+    "date": date.fromisoformat,
+    "time": time.fromisoformat,
+    "timestamp": _parse_timestamp,
+    "timestamptz": _parse_timestamp,
+    "uuid": UUID,
+}
+
+
+def parse_pg_text(col: Column, text: str | None) -> Any:
+    """Turn PostgreSQL's text output for `col` into the value its Avro type expects.
+
+    The connection must use `DateStyle=ISO` and `TimeZone=UTC` so timestamps parse as ISO.
+    """
+    if text is None:
+        return None
+    if col.type_name == "numeric":
+        if col.precision is None:
+            return text
+        return Decimal(text).quantize(Decimal(1).scaleb(-(col.scale or 0)))
+    parser = _PARSERS.get(col.type_name)
+    return parser(text) if parser else text
