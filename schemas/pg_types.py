@@ -65,7 +65,8 @@ def is_mapped(type_name: str) -> bool:
 
 
 def _parse_bool(text: str) -> bool:
-    return text == "t"
+    # pgoutput sends boolout's 't'/'f'; the snapshot's bool::text cast gives 'true'/'false'.
+    return text in ("t", "true")
 
 
 def _parse_bytea(text: str) -> bytes:

@@ -41,7 +41,7 @@ def connect(
         conninfo = make_conninfo(plain_url(url), **extra)
         return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        first = " ".join(str(exc).split()) or type(exc).__name__
         raise SourceError(
             f"cannot connect to {role} {redact(url)}: {first}; "
             f"check {role}.url and that the server runs (`headwater stack up`)"

@@ -229,7 +229,7 @@ class _AckLoop:
         self.in_tx = False
         self.reply_due = False
         self._last = time.monotonic()
-        self._produced_at_ack = -1
+        self._produced_at_ack = writer.produced  # the full load before this was flushed
 
     def on_message(self, msg: object, in_tx: bool) -> None:
         self.in_tx = in_tx

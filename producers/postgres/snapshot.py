@@ -2,8 +2,10 @@
 slot exported when it was created, or a fresh repeatable-read one for a full-load-only
 task) and turns its rows into `r` events.
 
-Every column is read as `::text`, the same form pgoutput streams, so both paths share one
-parser and a row looks the same whether it came from the snapshot or the log.
+Rows are read with COPY in text format, which renders every value with its type's output
+function: exactly the text pgoutput streams (a `::text` cast would not be: booleans become
+`true`, char(n) loses its padding). Both paths share one parser, so a row looks the same
+whether it came from the snapshot or the log.
 """
 
 from __future__ import annotations
@@ -37,11 +39,9 @@ def end_snapshot(conn: psycopg.Connection[Any]) -> None:
     conn.autocommit = True
 
 
-def _select_text(schema: TableSchema) -> sql.Composed:
-    columns = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in schema.columns
-    )
-    return sql.SQL("SELECT {} FROM {}").format(
+def _copy_query(schema: TableSchema) -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in schema.columns)
+    return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
         columns, sql.Identifier(schema.table.schema, schema.table.name)
     )
 
@@ -55,27 +55,28 @@ def read_table(
     fetch_rows: int,
 ) -> Iterator[list[ChangeEvent]]:
     """Yield the table's rows as `r` events, in batches of up to `fetch_rows`."""
-    cursor_name = f"hw_snap_{schema.table.schema}_{schema.table.name}"[:60]
-    with conn.cursor(name=cursor_name) as cur:
-        cur.itersize = fetch_rows
-        cur.execute(_select_text(schema))
-        columns = schema.columns
-        while rows := cur.fetchmany(fetch_rows):
-            source = SourceInfo(
-                connector="postgresql",
-                name=source_name,
-                db=db,
-                table=schema.table,
-                ts_ms=int(time.time() * 1000),
-                snapshot="true",
-                lsn=lsn,
-            )
-            yield [
-                ChangeEvent(
-                    op="r",
-                    source=source,
-                    after={c.name: parse_pg_text(c, v) for c, v in zip(columns, row, strict=True)},
-                    ts_ms=source.ts_ms,
-                )
-                for row in rows
-            ]
+    columns = schema.columns
+    batch: list[ChangeEvent] = []
+    source = _source(schema, source_name, db, lsn)
+    with conn.cursor() as cur, cur.copy(_copy_query(schema)) as copy:
+        for row in copy.rows():
+            after = {c.name: parse_pg_text(c, v) for c, v in zip(columns, row, strict=True)}
+            batch.append(ChangeEvent(op="r", source=source, after=after, ts_ms=source.ts_ms))
+            if len(batch) >= fetch_rows:
+                yield batch
+                batch = []
+                source = _source(schema, source_name, db, lsn)
+    if batch:
+        yield batch
+
+
+def _source(schema: TableSchema, source_name: str, db: str, lsn: int | None) -> SourceInfo:
+    return SourceInfo(
+        connector="postgresql",
+        name=source_name,
+        db=db,
+        table=schema.table,
+        ts_ms=int(time.time() * 1000),
+        snapshot="true",
+        lsn=lsn,
+    )

@@ -58,6 +58,9 @@ def test_text_forms_parse() -> None:
     for name, (text, expected) in cases.items():
         assert parse_pg_text(TABLE.column(name), text) == expected, name
     assert parse_pg_text(TABLE.column("label"), None) is None
+    # Both forms of a boolean: pgoutput's and the snapshot's ::text cast.
+    flag = TABLE.column("flag")
+    assert [parse_pg_text(flag, t) for t in ("t", "true", "f", "false")] == [1, 1, 0, 0]
 
 
 def test_unmapped_types_travel_as_text() -> None:

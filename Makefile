@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Both install what is missing
+# (a virtualenv with the project, the local stack's services) and are quick the second time.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: demo test install stack lint unit clean-stack
+
+demo: install
+	$(BIN)/headwater demo
+
+test: install lint stack
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+stack: install
+	$(BIN)/headwater stack up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+clean-stack: install
+	$(BIN)/headwater stack down

@@ -1,0 +1,70 @@
+"""Renders a TaskStatus for people: full-load progress per table (rows, rows/s, ETA), events
+streamed, lag and latency per partition, and the slot's retained WAL."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+
+from headwater.status import TaskStatus
+
+
+def _rate_and_eta(rows: int, estimate: int, started_ms: int, finished_ms: int) -> tuple[str, str]:
+    if not started_ms:
+        return "", ""
+    end_ms = finished_ms or int(time.time() * 1000)
+    seconds = max(0.001, (end_ms - started_ms) / 1000)
+    rate = rows / seconds
+    if finished_ms or not rate or estimate <= rows:
+        return f"{rate:,.0f}", "done" if finished_ms else ""
+    return f"{rate:,.0f}", f"{(estimate - rows) / rate:,.0f}s"
+
+
+def load_table(status: TaskStatus) -> Table:
+    table = Table(title=f"task {status.task}: full load", title_justify="left")
+    table.add_column("table", no_wrap=True)
+    for header in ("rows", "estimate", "rows/s", "ETA"):
+        table.add_column(header, justify="right")
+    if status.state is None:
+        return table
+    for name, prog in sorted(status.state.tables.items()):
+        rate, eta = _rate_and_eta(prog.rows, prog.estimate, prog.started_ms, prog.finished_ms)
+        table.add_row(name, f"{prog.rows:,}", f"{prog.estimate:,}", rate, eta)
+    return table
+
+
+def lag_table(status: TaskStatus) -> Table:
+    table = Table(title="sink lag per partition", title_justify="left")
+    table.add_column("topic", no_wrap=True)
+    for header in ("partition", "log end", "applied", "lag", "latency ms"):
+        table.add_column(header, justify="right")
+    for p in status.partitions:
+        latency = "" if p.latency_ms is None else f"{p.latency_ms:,}"
+        table.add_row(
+            p.topic,
+            str(p.partition),
+            f"{p.end_offset:,}",
+            f"{p.applied_offset:,}",
+            f"{p.lag:,}",
+            latency,
+        )
+    return table
+
+
+def headline(status: TaskStatus) -> str:
+    state = status.state
+    parts = [f"mode {status.mode}", f"full load {state.snapshot_status if state else 'pending'}"]
+    if state:
+        parts.append(f"events streamed {state.events_streamed:,}")
+        if state.acked_position:
+            parts.append(f"source acked {state.acked_position}")
+    if status.slot:
+        parts.append(f"slot retains {status.slot['retained_wal_bytes']:,} WAL bytes")
+    parts.append(f"total lag {status.total_lag:,}")
+    return " | ".join(parts)
+
+
+def render(status: TaskStatus) -> RenderableType:
+    return Group(headline(status), load_table(status), lag_table(status))

@@ -1,0 +1,72 @@
+"""Checks `headwater run` makes before it starts or creates anything: each service reachable
+with the configured credentials, the source ready for CDC, every selected table keyed. A
+failure is one line that names the fix, and leaves nothing half-created behind."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from headwater.config import TaskConfig
+from producers.errors import DeliveryError, SourceError
+from producers.postgres import catalog
+from producers.postgres.connection import connect
+from schemas.registry import SchemaRegistry
+
+
+def check_source(task: TaskConfig) -> int:
+    """The source is reachable, logical, and every selected table has a primary key.
+    Returns the number of tables selected."""
+    with connect(task.source.url) as conn:
+        if task.mode != "full-load":
+            catalog.check_cdc_settings(conn)
+        tables = catalog.selected_tables(conn, task.tables)
+        if not tables:
+            raise SourceError(
+                f"no source table matches tables.include {task.tables.include}; "
+                "check the patterns (schema.table, with * wildcards)"
+            )
+        catalog.require_primary_keys(conn, tables)
+        return len(tables)
+
+
+def check_kafka(task: TaskConfig, timeout: float = 8.0) -> None:
+    admin = AdminClient(
+        {
+            "bootstrap.servers": task.kafka.bootstrap_servers,
+            "socket.connection.setup.timeout.ms": int(timeout * 1000),
+        }
+    )
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        raise DeliveryError(
+            f"Kafka at {task.kafka.bootstrap_servers} is unreachable; start it with "
+            "`headwater stack up` or fix kafka.bootstrap_servers"
+        ) from None
+
+
+def check_registry(task: TaskConfig) -> None:
+    registry = SchemaRegistry(task.registry.url, timeout=5)
+    try:
+        registry.ping()
+    finally:
+        registry.close()
+
+
+def check_target(task: TaskConfig) -> None:
+    if task.target.engine != "postgres":
+        raise SourceError(
+            f"target.engine {task.target.engine!r} has no sink yet; use engine: postgres"
+        )
+    with connect(task.target.url, role="target") as conn:
+        conn.execute("SELECT 1")
+
+
+def preflight(task: TaskConfig) -> int:
+    """Run every check; the number of source tables the task selects."""
+    count = check_source(task)
+    check_target(task)
+    check_kafka(task)
+    check_registry(task)
+    return count

@@ -1,0 +1,78 @@
+"""Entry points of a task's stages as child processes: each rebuilds its configuration,
+turns SIGTERM/SIGINT into a clean stop, and reports a failure as one line to the runner."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing.queues import Queue
+from typing import Any
+
+from headwater.config import TaskConfig
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[[TaskConfig, threading.Event], None]
+
+
+def _producer(task: TaskConfig, stop: threading.Event) -> None:
+    from producers.errors import SourceError
+
+    if task.source.engine != "postgres":
+        raise SourceError(
+            f"source.engine {task.source.engine!r} has no producer yet; use engine: postgres"
+        )
+    from producers.postgres.producer import run_postgres_producer
+
+    run_postgres_producer(task, stop)
+
+
+def _sink(task: TaskConfig, stop: threading.Event) -> None:
+    from consumers.sink import run_sink
+
+    run_sink(task, stop)
+
+
+STAGES: dict[str, StageFn] = {"producer": _producer, "sink": _sink}
+
+# Errors a user can fix: shown as their message, without a traceback.
+_USER_ERRORS = (
+    "SourceError",
+    "TargetError",
+    "ConfigError",
+    "RegistryError",
+    "DeliveryError",
+    "SinkError",
+)
+
+
+def run_stage(
+    name: str, task_data: dict[str, Any], errors: Queue[tuple[str, str]], log_level: int
+) -> None:
+    """Run stage `name` until stopped; put (stage, message) on `errors` if it fails."""
+    logging.basicConfig(
+        level=log_level, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    task = TaskConfig.model_validate(task_data)
+    try:
+        STAGES[name](task, stop)
+    except InterruptedError:
+        return
+    except Exception as exc:
+        if type(exc).__name__ in _USER_ERRORS:
+            message = str(exc)
+        else:
+            log.error("task %s: stage %s failed:\n%s", task.name, name, traceback.format_exc())
+            message = f"{type(exc).__name__}: {exc}"
+        errors.put((name, message))
+        raise SystemExit(1) from None
