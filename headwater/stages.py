@@ -56,6 +56,7 @@ def run_stage(
     logging.basicConfig(
         level=log_level, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call
     stop = threading.Event()
 
     def _on_signal(_signum: int, _frame: object) -> None:

@@ -64,17 +64,19 @@ def local_stack() -> Iterator[Endpoints]:
 @contextmanager
 def docker_stack() -> Iterator[Endpoints]:
     """The same services as docker-compose.yml, as throwaway containers."""
+    from testcontainers.community.kafka import KafkaContainer
+    from testcontainers.community.postgres import PostgresContainer
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
 
     with ExitStack() as stack:
         kafka = stack.enter_context(KafkaContainer("apache/kafka:4.1.1").with_kraft())
-        postgres = PostgresContainer("postgres:15", username="postgres", password="postgres")
+        postgres = PostgresContainer(
+            "postgres:15", username="postgres", password="postgres", driver=None
+        )
         postgres.with_command("postgres -c wal_level=logical -c max_replication_slots=20")
         stack.enter_context(postgres)
-        registry = DockerContainer("apicurio/apicurio-registry:3.0.6").with_exposed_ports(8080)
+        registry = DockerContainer("apicurio/apicurio-registry:3.3.3").with_exposed_ports(8080)
         stack.enter_context(registry)
         wait_for_logs(registry, "Installed features", timeout=120)
         host = postgres.get_container_host_ip()

@@ -1,0 +1,291 @@
+"""Applies a collapsed batch to a PostgreSQL target in one transaction: per table, the
+truncate if any, one COPY of every changed row into a temporary staging table, one DELETE of
+the deleted keys and one INSERT .. ON CONFLICT DO UPDATE per set of carried columns (one set
+unless unchanged TOAST columns were left out); then the partitions' next offsets into
+`headwater_offsets`; then commit. Tables are created or widened first (postgres_tables)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import Connection
+
+from consumers.batch import CollapsedBatch, RowKey, TableChanges, Upsert
+from consumers.ddl import qualified
+from consumers.errors import PositionConflict, TargetError, is_transient
+from consumers.offsets import (
+    Partition,
+    StoredOffset,
+    ensure_offsets_table,
+    read_offsets,
+    write_offsets,
+)
+from consumers.postgres_tables import PgConnection, PostgresTables
+from consumers.target import driver_connection, safe_target_url, target_engine
+from headwater.config import TaskConfig
+from schemas.tables import TableId, TableSchema
+
+log = logging.getLogger(__name__)
+
+_GROUP = "__headwater_group"
+"""The staging column telling deleted keys (group 0) from each set of upserted columns."""
+
+_DELETED = 0
+
+_CONTEXT_COLUMN = re.compile(r"column (\S+?):")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    """A temporary staging table mirroring some columns of one target table."""
+
+    name: str
+    columns: tuple[str, ...]
+
+    @property
+    def ref(self) -> sql.Identifier:
+        return sql.Identifier("pg_temp", self.name)
+
+
+def _one_line(exc: psycopg.Error) -> str:
+    """The server's message, with the column it concerns when the server names one."""
+    message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    column = exc.diag.column_name
+    if column is None:
+        found = _CONTEXT_COLUMN.search(exc.diag.context or "")
+        column = found.group(1) if found else None
+    return f"{message} (column {column})" if column else message
+
+
+def _upsert_groups(changes: TableChanges) -> list[tuple[frozenset[str], list[Upsert]]]:
+    """Upserts grouped by the columns they carry, the full rows first."""
+    groups: dict[frozenset[str], list[Upsert]] = {}
+    for upsert in changes.upserts.values():
+        groups.setdefault(upsert.columns, []).append(upsert)
+    return sorted(groups.items(), key=lambda g: -len(g[0]))
+
+
+def _key_match(left: str, right: str, keys: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(
+            sql.Identifier(left), sql.Identifier(k), sql.Identifier(right), sql.Identifier(k)
+        )
+        for k in keys
+    )
+
+
+def _names(columns: Collection[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+
+class PostgresSink:
+    """A PostgreSQL target of one task, on one connection held across batches."""
+
+    def __init__(self, task: TaskConfig) -> None:
+        self.task = task
+        self._engine = target_engine(task)
+        self._conn: Connection | None = None
+        self._tables = PostgresTables(task)
+        self._stages: dict[TableId, _Stage] = {}
+        self._stage_count = 0
+        self.rows_applied = 0
+
+    def close(self) -> None:
+        self._reset()
+        self._engine.dispose()
+
+    def target_table(self, table: TableId) -> TableId:
+        """Where a source table lands: the target schema if set, else the source's."""
+        return TableId(self.task.target.schema_ or table.schema, table.name)
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            conn = self._engine.connect()
+            with conn.begin():
+                raw = driver_connection(conn)
+                raw.execute("SELECT pg_advisory_xact_lock(hashtext('headwater.ddl'))")
+                ensure_offsets_table(raw)
+            self._conn = conn
+        return self._conn
+
+    def _reset(self) -> None:
+        """Drop the connection and what is known about it (temp tables die with it)."""
+        self._tables.forget()
+        self._stages.clear()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception as exc:  # the connection may already be gone
+                log.debug("closing the target connection failed: %s", exc)
+
+    def stored_offsets(self, partitions: Collection[Partition]) -> dict[Partition, StoredOffset]:
+        """The offsets stored in the target for `partitions` of this task."""
+        try:
+            conn = self._connection()
+            with conn.begin():
+                return read_offsets(driver_connection(conn), self.task.name, partitions)
+        except BaseException:
+            self._reset()
+            raise
+
+    def apply(self, batch: CollapsedBatch, expected: Mapping[Partition, int | None]) -> None:
+        """Apply `batch` and store its positions in one transaction. `expected` holds the
+        next offset this sink believes the target stores for each partition (None: none);
+        if another sink moved one, raise PositionConflict and apply nothing."""
+        try:
+            conn = self._connection()
+            with conn.begin():
+                raw = driver_connection(conn)
+                self._check_positions(raw, batch, expected)
+                for table in sorted(batch.tables):
+                    self._apply_table(raw, batch.tables[table])
+                write_offsets(raw, self.task.name, batch.positions)
+        except BaseException:
+            self._reset()
+            raise
+        self.rows_applied += sum(len(t.changes) for t in batch.tables.values())
+
+    def _check_positions(
+        self, raw: PgConnection, batch: CollapsedBatch, expected: Mapping[Partition, int | None]
+    ) -> None:
+        stored = read_offsets(raw, self.task.name, list(batch.positions), lock=True)
+        moved = [
+            p
+            for p in sorted(batch.positions)
+            if (stored[p].next_offset if p in stored else None) != expected.get(p)
+        ]
+        if moved:
+            raise PositionConflict(moved)
+
+    def _apply_table(self, raw: PgConnection, changes: TableChanges) -> None:
+        target = self.target_table(changes.schema.table)
+        try:
+            self._write_table(raw, target, changes)
+        except psycopg.Error as exc:
+            if is_transient(exc):
+                raise
+            raise TargetError(
+                f"task {self.task.name}: cannot apply changes to {target} in "
+                f"{safe_target_url(self.task)}: {_one_line(exc)}",
+                task=self.task.name,
+                table=str(target),
+            ) from exc
+
+    def _write_table(self, raw: PgConnection, target: TableId, changes: TableChanges) -> None:
+        schema = changes.schema
+        if not schema.primary_key:
+            raise TargetError(
+                f"task {self.task.name}: table {schema.table} has no primary key; add one in "
+                "the source or exclude the table in `tables.exclude`",
+                task=self.task.name,
+                table=str(schema.table),
+            )
+        self._tables.ensure(raw, target, schema)
+        if changes.truncated:
+            raw.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
+        if not changes.changes:
+            return
+        stage = self._ensure_stage(raw, target, schema.column_names)
+        groups = _upsert_groups(changes)
+        self._copy(raw, stage, schema, changes.deletes, groups)
+        deleted = changes.deletes
+        if deleted:
+            raw.execute(
+                sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE s.{} = %s AND {}").format(
+                    qualified(target),
+                    stage.ref,
+                    sql.Identifier(_GROUP),
+                    _key_match("t", "s", schema.primary_key),
+                ),
+                (_DELETED,),
+            )
+        for number, (columns, _rows) in enumerate(groups, start=1):
+            self._upsert(raw, target, stage, schema, columns, number)
+
+    def _copy(
+        self,
+        raw: PgConnection,
+        stage: _Stage,
+        schema: TableSchema,
+        deletes: list[RowKey],
+        groups: list[tuple[frozenset[str], list[Upsert]]],
+    ) -> None:
+        key_at = {k: i for i, k in enumerate(schema.primary_key)}
+        statement = sql.SQL("COPY {} ({}, {}) FROM STDIN").format(
+            stage.ref, sql.Identifier(_GROUP), _names(stage.columns)
+        )
+        with raw.cursor() as cur, cur.copy(statement) as copy:
+            for key in deletes:
+                copy.write_row(
+                    (_DELETED, *(key[key_at[c]] if c in key_at else None for c in stage.columns))
+                )
+            for number, (_columns, upserts) in enumerate(groups, start=1):
+                for upsert in upserts:
+                    copy.write_row((number, *(upsert.row.get(c) for c in stage.columns)))
+
+    def _upsert(
+        self,
+        raw: PgConnection,
+        target: TableId,
+        stage: _Stage,
+        schema: TableSchema,
+        columns: frozenset[str],
+        number: int,
+    ) -> None:
+        carried = [c for c in stage.columns if c in columns]
+        updated = [c for c in carried if c not in schema.primary_key]
+        action: sql.Composable
+        if updated:
+            action = sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in updated
+                )
+            )
+        else:
+            action = sql.SQL("DO NOTHING")
+        raw.execute(
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} = %s ON CONFLICT ({}) {}"
+            ).format(
+                qualified(target),
+                _names(carried),
+                _names(carried),
+                stage.ref,
+                sql.Identifier(_GROUP),
+                _names(schema.primary_key),
+                action,
+            ),
+            (number,),
+        )
+
+    # --- staging ----------------------------------------------------------------------------
+
+    def _ensure_stage(self, raw: PgConnection, target: TableId, columns: tuple[str, ...]) -> _Stage:
+        stage = self._stages.get(target)
+        if stage is not None and stage.columns == columns:
+            return stage
+        if stage is not None:
+            raw.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage.ref))
+        self._stage_count += 1
+        stage = _Stage(f"hw_stage_{self._stage_count}", columns)
+        raw.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS"
+                " SELECT NULL::smallint AS {}, {} FROM {} WITH NO DATA"
+            ).format(
+                sql.Identifier(stage.name),
+                sql.Identifier(_GROUP),
+                _names(columns),
+                qualified(target),
+            )
+        )
+        self._stages[target] = stage
+        return stage

@@ -1,0 +1,115 @@
+"""The target's tables as a sink needs them: created from the Avro-carried description when
+missing (`target.create_tables`), widened with ADD COLUMN when a later schema version brings a
+column. What exists is cached per connection, so a batch asks the catalog only when a table
+or column is new to this sink."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import psycopg
+
+from consumers.ddl import (
+    FALLBACK_TYPE,
+    add_column,
+    create_schema,
+    create_table,
+    postgres_column_type,
+)
+from consumers.errors import TargetError
+from headwater.config import TaskConfig
+from schemas.tables import Column, TableId, TableSchema
+
+log = logging.getLogger(__name__)
+
+PgConnection = psycopg.Connection[Any]
+
+
+class PostgresTables:
+    """Makes sure target tables have the columns a batch writes (in the batch's transaction)."""
+
+    def __init__(self, task: TaskConfig) -> None:
+        self.task = task
+        self._columns: dict[TableId, tuple[str, ...]] = {}
+
+    def forget(self) -> None:
+        """Drop what is cached (after a rollback or a new connection)."""
+        self._columns.clear()
+
+    def ensure(self, raw: PgConnection, target: TableId, schema: TableSchema) -> None:
+        """Create `target` from `schema` if missing, or add the columns it lacks."""
+        known = self._columns.get(target)
+        if known is not None and set(schema.column_names) <= set(known):
+            return
+        # One sink at a time changes a target's tables; the lock ends with the transaction.
+        raw.execute("SELECT pg_advisory_xact_lock(hashtext('headwater.ddl'))")
+        existing = self._target_columns(raw, target)
+        if not existing:
+            self._create_table(raw, target, schema)
+            existing = list(schema.column_names)
+        missing = [c for c in schema.columns if c.name not in existing]
+        if missing:
+            types = self._column_types(raw, target, missing, schema.engine)
+            for col in missing:
+                raw.execute(add_column(target, col, types[col.name]))
+                log.info(
+                    "task %s: added column %s %s to %s",
+                    self.task.name,
+                    col.name,
+                    types[col.name],
+                    target,
+                )
+            existing += [c.name for c in missing]
+        self._columns[target] = tuple(existing)
+
+    def _target_columns(self, raw: PgConnection, target: TableId) -> list[str]:
+        rows = raw.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (target.schema, target.name),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def _create_table(self, raw: PgConnection, target: TableId, schema: TableSchema) -> None:
+        if not self.task.target.create_tables:
+            raise TargetError(
+                f"task {self.task.name}: target table {target} does not exist; create it or "
+                "set `target.create_tables: true`",
+                task=self.task.name,
+                table=str(target),
+            )
+        types = self._column_types(raw, target, schema.columns, schema.engine)
+        raw.execute(create_schema(target.schema))
+        raw.execute(create_table(target, schema, types))
+        log.info("task %s: created table %s", self.task.name, target)
+
+    def _column_types(
+        self, raw: PgConnection, target: TableId, columns: Collection[Column], engine: str
+    ) -> dict[str, str]:
+        """Each column's target type; a type the target does not know (an enum or domain
+        of the source) becomes text, which is how its values travel."""
+        types: dict[str, str] = {}
+        for col in columns:
+            wanted = postgres_column_type(col, engine)
+            if not self._type_exists(raw, wanted):
+                log.warning(
+                    "task %s: type %s of %s.%s is unknown in the target; using %s",
+                    self.task.name,
+                    wanted,
+                    target,
+                    col.name,
+                    FALLBACK_TYPE,
+                )
+                wanted = FALLBACK_TYPE
+            types[col.name] = wanted
+        return types
+
+    def _type_exists(self, raw: PgConnection, type_text: str) -> bool:
+        try:
+            with raw.transaction():  # a savepoint: a malformed name must not end the batch
+                row = raw.execute("SELECT to_regtype(%s) IS NOT NULL", (type_text,)).fetchone()
+        except psycopg.errors.SyntaxError:
+            return False
+        return bool(row and row[0])

@@ -1,0 +1,301 @@
+"""The sink's consume loop: read a task's change topics, collapse each batch, apply it with
+its offsets in one target transaction, then commit the offsets to Kafka (for lag display
+only). Where to resume is read from the target on every assignment, so a crash neither loses
+nor repeats a change. The error policy lives here and nowhere else: transient failures are
+retried with backoff, anything else stops the sink with one clear log line.
+
+Records that cannot be applied stop the sink for now; a dead-letter topic comes later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from consumers.batch import BatchError, CollapsedBatch, SinkRecord, collapse
+from consumers.decode import RecordDecoder, is_change_topic, subscription_pattern
+from consumers.errors import PositionConflict, SinkError, is_transient
+from consumers.offsets import Partition
+from consumers.postgres_sink import PostgresSink
+from headwater.config import TaskConfig
+from schemas.registry import SchemaRegistry
+from schemas.serde import AvroSerde
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+METADATA_REFRESH_MS = 2000
+"""How often the regex subscription looks for new table topics."""
+
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 30.0
+_PROGRESS_EVERY_S = 10.0
+
+
+def consumer_config(task: TaskConfig) -> dict[str, Any]:
+    """Kafka consumer settings of the sink; `kafka.consumer` in the task file overrides."""
+    return {
+        "bootstrap.servers": task.kafka.bootstrap_servers,
+        "group.id": task.sink_group,
+        "client.id": f"headwater-{task.name}-sink",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+        # A sink that died holds its partitions until its session expires; 10 s (Kafka's
+        # default is 45 s) lets a restarted sink take over quickly.
+        "session.timeout.ms": 10_000,
+        **task.kafka.consumer,
+    }
+
+
+def is_cooperative(config: dict[str, Any]) -> bool:
+    """Whether the group rebalances incrementally (assign and revoke only what changes)."""
+    strategy = str(config.get("partition.assignment.strategy", ""))
+    return "cooperative" in strategy or str(config.get("group.protocol", "")) == "consumer"
+
+
+def describe_positions(messages: Iterable[SinkRecord]) -> str:
+    """`topic[partition]@first..last` for each partition of a batch, for log lines."""
+    spans: dict[Partition, tuple[int, int]] = {}
+    for r in messages:
+        first, last = spans.get((r.topic, r.partition), (r.offset, r.offset))
+        spans[(r.topic, r.partition)] = (min(first, r.offset), max(last, r.offset))
+    return ", ".join(f"{t}[{p}]@{a}..{b}" for (t, p), (a, b) in sorted(spans.items()))
+
+
+class SinkLoop:
+    """One sink consumer of one task; `run` until `stop` is set or a terminal error."""
+
+    def __init__(self, task: TaskConfig, stop: threading.Event) -> None:
+        self.task = task
+        self.stop = stop
+        self.prefix = task.topic_prefix
+        self.registry = SchemaRegistry(task.registry.url)
+        self.decoder = RecordDecoder(self.prefix, AvroSerde(self.registry))
+        self.target = PostgresSink(task)
+        config = consumer_config(task)
+        self.consumer = Consumer(config)
+        self.cooperative = is_cooperative(config)
+        self.expected: dict[Partition, int | None] = {}
+        self.events_applied = 0
+        self._progress_at = time.monotonic()
+        self._progress_events = 0
+
+    def run(self) -> None:
+        self.consumer.subscribe(
+            [subscription_pattern(self.prefix)],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("task %s: sink consuming %s.* into the target", self.task.name, self.prefix)
+        while not self.stop.is_set():
+            messages = self.consumer.consume(
+                num_messages=self.task.target.batch_size, timeout=self.task.target.batch_wait_s
+            )
+            if messages:
+                self._process(messages)
+            self._log_progress()
+
+    def close(self) -> None:
+        for closing in (self.consumer.close, self.target.close, self.registry.close):
+            try:
+                closing()
+            except Exception as exc:
+                log.warning("task %s: closing the sink: %s", self.task.name, exc)
+
+    # --- assignment: the target says where each partition resumes ---------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        wanted = [(p.topic, p.partition) for p in partitions]
+        stored = self._retrying(
+            lambda: self.target.stored_offsets(wanted), "reading stored offsets"
+        )
+        for tp in partitions:
+            found = stored.get((tp.topic, tp.partition))
+            tp.offset = found.next_offset if found is not None else OFFSET_BEGINNING
+            self.expected[(tp.topic, tp.partition)] = found.next_offset if found else None
+            log.info(
+                "task %s: assigned %s[%d], resuming at %s",
+                self.task.name,
+                tp.topic,
+                tp.partition,
+                found.next_offset if found else "the beginning",
+            )
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Each batch is applied before the next poll, so nothing is pending here.
+        for tp in partitions:
+            self.expected.pop((tp.topic, tp.partition), None)
+        if self.cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+
+    # --- one batch ----------------------------------------------------------------------------
+
+    def _process(self, messages: list[Message]) -> None:
+        live = [m for m in messages if self._usable(m)]
+        if not live:
+            return
+        records = self._retrying(lambda: self._decode(live), "decoding a batch")
+        try:
+            batch = collapse(records)
+        except BatchError as exc:
+            where = describe_positions(records)
+            raise SinkError(
+                f"task {self.task.name}: {exc} (batch at {where})",
+                task=self.task.name,
+                position=where,
+            ) from exc
+        try:
+            self._retrying(
+                lambda: self.target.apply(batch, self.expected),
+                "applying a batch",
+                describe_positions(records),
+            )
+        except PositionConflict as conflict:
+            log.warning(
+                "task %s: %s; dropping the batch and resuming from the target's offsets",
+                self.task.name,
+                conflict,
+            )
+            self._rewind(list(batch.positions))
+            return
+        except SinkError as exc:
+            if exc.position:
+                raise
+            where = describe_positions(records)
+            raise SinkError(
+                f"{exc} (batch at {where})", task=self.task.name, table=exc.table, position=where
+            ) from exc
+        self._committed(batch)
+
+    def _usable(self, message: Message) -> bool:
+        err = message.error()
+        if err is not None:
+            if err.fatal():
+                raise SinkError(
+                    f"task {self.task.name}: Kafka consumer failed: {err.str()}",
+                    task=self.task.name,
+                )
+            log.warning("task %s: Kafka: %s", self.task.name, err.str())
+            return False
+        return is_change_topic(self.prefix, str(message.topic()))
+
+    def _decode(self, messages: list[Message]) -> list[SinkRecord]:
+        records = []
+        for m in messages:
+            topic, partition, offset = str(m.topic()), m.partition() or 0, m.offset() or 0
+            try:
+                records.append(self.decoder.decode(topic, partition, offset, m.value()))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                raise SinkError(
+                    f"task {self.task.name}: cannot decode {topic}[{partition}]@{offset}: {exc}; "
+                    "is the topic written by a headwater producer?",
+                    task=self.task.name,
+                    position=f"{topic}[{partition}]@{offset}",
+                ) from exc
+        return records
+
+    def _committed(self, batch: CollapsedBatch) -> None:
+        offsets = []
+        for (topic, partition), pos in batch.positions.items():
+            self.expected[(topic, partition)] = pos.next_offset
+            offsets.append(TopicPartition(topic, partition, pos.next_offset))
+        self.events_applied += batch.events
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:  # only lag display depends on it
+            log.debug("task %s: Kafka offset commit failed: %s", self.task.name, exc)
+
+    def _rewind(self, partitions: list[Partition]) -> None:
+        """Seek `partitions` back to the offsets stored in the target."""
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        mine = [p for p in partitions if p in owned]
+        stored = self._retrying(lambda: self.target.stored_offsets(mine), "reading offsets")
+        for topic, partition in mine:
+            found = stored.get((topic, partition))
+            offset = found.next_offset if found is not None else OFFSET_BEGINNING
+            self.expected[(topic, partition)] = found.next_offset if found else None
+            self.consumer.seek(TopicPartition(topic, partition, offset))
+
+    # --- error policy --------------------------------------------------------------------------
+
+    def _retrying(self, action: Callable[[], T], what: str, where: str = "") -> T:
+        """Run `action`, retrying transient failures with exponential backoff until `stop`;
+        a terminal failure becomes a SinkError naming the task and the position."""
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                return action()
+            except (PositionConflict, SinkError):
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise SinkError(
+                        f"task {self.task.name}: {what} failed"
+                        + (f" at {where}" if where else "")
+                        + f": {exc}",
+                        task=self.task.name,
+                        position=where,
+                    ) from exc
+                log.warning(
+                    "task %s: %s failed%s (%s); retrying in %.1fs",
+                    self.task.name,
+                    what,
+                    f" at {where}" if where else "",
+                    exc,
+                    delay,
+                )
+            if self.stop.wait(delay):
+                raise InterruptedError(f"task {self.task.name}: stopped while {what}")
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._progress_at < _PROGRESS_EVERY_S:
+            return
+        events = self.events_applied - self._progress_events
+        if events:
+            log.info(
+                "task %s: applied %d events in %.0fs (%.0f/s)",
+                self.task.name,
+                events,
+                now - self._progress_at,
+                events / (now - self._progress_at),
+            )
+        self._progress_at, self._progress_events = now, self.events_applied
+
+
+def run_sink(task: TaskConfig, stop: threading.Event) -> None:
+    """Apply the task's change topics to its target until `stop` is set. Raises SinkError
+    (after logging it) on a terminal error."""
+    if task.target.engine != "postgres":
+        raise SinkError(
+            f"target.engine {task.target.engine!r} has no sink yet; use engine: postgres",
+            task=task.name,
+        )
+    loop = SinkLoop(task, stop)
+    try:
+        loop.run()
+    except SinkError as exc:
+        log.error("%s", exc)
+        raise
+    except InterruptedError:
+        log.info("task %s: sink stopped while retrying", task.name)
+    finally:
+        loop.close()

@@ -1,0 +1,530 @@
+"""The PostgreSQL sink against real Kafka, a real schema registry and a real PostgreSQL: change
+events produced as a headwater producer writes them (Avro envelope, tombstones, truncates on
+every partition) end up in the target exactly, and a restarted sink resumes from the offsets
+stored in the target, neither losing nor repeating an event."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from psycopg import sql
+
+from consumers.lag import PartitionLag, sink_lag
+from consumers.offsets import load_offsets
+from consumers.sink import SinkLoop, consumer_config, run_sink
+from headwater.config import TaskConfig
+from schemas.avro_schemas import key_schema, value_schema
+from schemas.envelope import ChangeEvent, Op, Row, SourceInfo, envelope_record, key_record
+from schemas.registry import SchemaRegistry
+from schemas.serde import AvroSerde
+from schemas.tables import Column, TableId, TableSchema
+from schemas.topics import key_subject, table_topic, value_subject
+
+pytestmark = pytest.mark.integration
+
+CATCH_UP_TIMEOUT_S = 120.0
+
+
+def _columns(*extra: Column) -> tuple[Column, ...]:
+    return (
+        Column("id", "int4", "integer", nullable=False),
+        Column("name", "varchar", "character varying(40)", nullable=False),
+        Column("price", "numeric", "numeric(12,2)", precision=12, scale=2),
+        Column("note", "text", "text"),
+        Column("created", "timestamptz", "timestamp with time zone"),
+        Column("payload", "jsonb", "jsonb"),
+        Column("uid", "uuid", "uuid"),
+        Column("data", "bytea", "bytea"),
+        Column("day", "date", "date"),
+        Column("at", "time", "time without time zone"),
+        *extra,
+    )
+
+
+def table_schema(name: str, *extra: Column) -> TableSchema:
+    return TableSchema(TableId("public", name), _columns(*extra), ("id",))
+
+
+def row(key: int, version: int = 0, **values: Any) -> Row:
+    base: Row = {
+        "id": key,
+        "name": f"item {key} v{version}",
+        "price": Decimal(key * 100 + version).scaleb(-2),
+        "note": f"note {key} " + "x" * 3000,
+        "created": datetime(2024, 1, 1, 12, 0, key % 60, tzinfo=UTC),
+        "payload": f'{{"k": {key}, "v": {version}}}',
+        "uid": str(uuid.UUID(int=key)),
+        "data": bytes([key % 256, 0, 92, 9, 10]),
+        "day": date(2024, 1, 1 + key % 28),
+        "at": dtime(12, key % 60, 0, 123456),
+    }
+    base.update(values)
+    return base
+
+
+@dataclass
+class ChangeFeed:
+    """Produces change events for a task's tables as the headwater producer does."""
+
+    task: TaskConfig
+    partitions: int = 1
+    serde: AvroSerde = field(init=False)
+    producer: Producer = field(init=False)
+    ids: dict[TableId, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.serde = AvroSerde(SchemaRegistry(self.task.registry.url))
+        self.producer = Producer(
+            {
+                "bootstrap.servers": self.task.kafka.bootstrap_servers,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+            }
+        )
+
+    def topic(self, schema: TableSchema) -> str:
+        return table_topic(self.task.topic_prefix, schema.table)
+
+    def register(self, schema: TableSchema) -> None:
+        topic = self.topic(schema)
+        admin = AdminClient({"bootstrap.servers": self.task.kafka.bootstrap_servers})
+        for future in admin.create_topics([NewTopic(topic, self.partitions, 1)]).values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        prefix = self.task.topic_prefix
+        self.ids[schema.table] = (
+            self.serde.schema_id(key_subject(topic), key_schema(prefix, schema)),
+            self.serde.schema_id(value_subject(topic), value_schema(prefix, schema)),
+        )
+
+    def send(
+        self,
+        schema: TableSchema,
+        op: Op,
+        before: Row | None = None,
+        after: Row | None = None,
+        unavailable: tuple[str, ...] = (),
+    ) -> None:
+        key_id, value_id = self.ids[schema.table]
+        now = int(time.time() * 1000)
+        source = SourceInfo("postgresql", "test", "db", schema.table, now, lsn=1)
+        event = ChangeEvent(op, source, before, after, now, unavailable)
+        value = self.serde.encode(value_id, envelope_record(event, schema))
+        topic = self.topic(schema)
+        if op == "t":
+            for partition in range(self.partitions):
+                self.producer.produce(topic, value=value, partition=partition)
+            return
+        key_values = event.key(schema)
+        assert key_values is not None
+        key = self.serde.encode(key_id, key_record(key_values, schema))
+        self.producer.produce(topic, key=key, value=value)
+        if op == "d":
+            self.producer.produce(topic, key=key, value=None)
+
+    def flush(self) -> None:
+        assert self.producer.flush(30) == 0
+
+
+def wait_caught_up(
+    task: TaskConfig, topics: int, timeout: float = CATCH_UP_TIMEOUT_S
+) -> list[PartitionLag]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lags = sink_lag(task)
+        if len({p.topic for p in lags}) >= topics and all(p.lag == 0 for p in lags):
+            return lags
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sink not caught up after {timeout}s: {lags}")
+        time.sleep(0.2)
+
+
+@dataclass
+class RunningSink:
+    loop: SinkLoop
+    stop: threading.Event
+    thread: threading.Thread
+    failure: list[BaseException]
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        assert not self.failure, self.failure
+
+
+def start_sink(task: TaskConfig) -> RunningSink:
+    stop = threading.Event()
+    loop = SinkLoop(task, stop)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target, name=f"sink-{task.name}", daemon=True)
+    thread.start()
+    return RunningSink(loop, stop, thread, failure)
+
+
+def target_rows(task: TaskConfig, table: TableId) -> list[tuple[Any, ...]]:
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        query = sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier(*table_parts(table)))
+        return conn.execute(query).fetchall()
+
+
+def table_parts(table: TableId) -> tuple[str, str]:
+    return table.schema, table.name
+
+
+def as_stored(values: Row, schema: TableSchema) -> tuple[Any, ...]:
+    """A row as psycopg reads it back from the target."""
+    import json
+
+    out = []
+    for col in schema.columns:
+        value = values.get(col.name)
+        if value is not None and col.type_name == "jsonb":
+            value = json.loads(value)
+        elif value is not None and col.type_name == "uuid":
+            value = uuid.UUID(value)
+        out.append(value)
+    return tuple(out)
+
+
+@pytest.fixture
+def task(make_task: Callable[..., TaskConfig]) -> TaskConfig:
+    return make_task(target={"batch_size": 500, "batch_wait_s": 0.2})
+
+
+@pytest.fixture
+def feed(task: TaskConfig) -> Iterator[ChangeFeed]:
+    feed = ChangeFeed(task)
+    yield feed
+    feed.producer.flush(10)
+    feed.serde.registry.close()
+
+
+def test_sink_applies_every_kind_of_change(task: TaskConfig, feed: ChangeFeed) -> None:
+    items, lines = table_schema("items"), table_schema("lines")
+    feed.register(items)
+    feed.register(lines)
+    for key in range(1, 7):
+        feed.send(items, "r", after=row(key))
+    feed.send(lines, "c", after=row(1))
+    feed.flush()
+    stop = threading.Event()
+    thread = threading.Thread(target=run_sink, args=(task, stop), daemon=True)
+    thread.start()
+    try:
+        wait_caught_up(task, topics=2)
+        assert len(target_rows(task, items.table)) == 6
+
+        feed.send(items, "u", before=row(2), after=row(2, 1))
+        feed.send(items, "d", before={"id": 3})  # key-only before, then a tombstone
+        feed.send(items, "d", before={"id": 99})  # a row the target never had
+        feed.send(items, "d", before=row(4))  # a key change: 4 becomes 40
+        feed.send(items, "c", after=row(40, 1))
+        # Unchanged TOAST: `note` not sent, so the target keeps it.
+        feed.send(items, "u", before=None, after=row(5, 1, note=None), unavailable=("note",))
+        # Unchanged TOAST merged with an earlier event of the same key in the batch.
+        feed.send(items, "c", after=row(7))
+        feed.send(items, "u", after=row(7, 1, note=None), unavailable=("note",))
+        feed.send(items, "u", after=row(6, 1, price=None, payload=None))
+        feed.send(lines, "c", after=row(2))
+        feed.send(lines, "t")
+        feed.send(lines, "c", after=row(3))
+        feed.send(lines, "u", after=row(3, 1, note=None), unavailable=("note",))
+        feed.flush()
+        lags = wait_caught_up(task, topics=2)
+    finally:
+        stop.set()
+        thread.join(30)
+
+    expected_items = [
+        row(1),
+        row(2, 1),
+        row(5, 1, note=row(5)["note"]),
+        row(6, 1, price=None, payload=None),
+        row(7, 1, note=row(7)["note"]),
+        row(40, 1),
+    ]
+    assert target_rows(task, items.table) == [as_stored(r, items) for r in expected_items]
+    assert target_rows(task, lines.table) == [as_stored(row(3, 1, note=row(3)["note"]), lines)]
+    stored = load_offsets(task)
+    assert {(p.topic, p.partition): p.end_offset for p in lags} == {
+        k: v.next_offset for k, v in stored.items()
+    }
+    assert all(p.latency_ms is not None and p.latency_ms >= 0 for p in lags)
+
+
+def test_new_column_is_added_to_the_target(task: TaskConfig, feed: ChangeFeed) -> None:
+    v1 = table_schema("evolving")
+    v2 = table_schema("evolving", Column("color", "varchar", "character varying(10)"))
+    feed.register(v1)
+    feed.send(v1, "c", after=row(1))
+    feed.flush()
+    sink = start_sink(task)
+    try:
+        wait_caught_up(task, topics=1)
+        feed.register(v2)
+        feed.send(v2, "c", after=row(2, color="red"))
+        feed.send(v2, "u", after=row(1, 1, color="blue"))
+        feed.flush()
+        wait_caught_up(task, topics=1)
+    finally:
+        sink.halt()
+    assert target_rows(task, v2.table) == [
+        as_stored(row(1, 1, color="blue"), v2),
+        as_stored(row(2, color="red"), v2),
+    ]
+
+
+def test_a_source_type_unknown_to_the_target_becomes_text(
+    task: TaskConfig, feed: ChangeFeed
+) -> None:
+    moods = table_schema("moods", Column("mood", "mood", "public.mood", nullable=False))
+    feed.register(moods)
+    feed.send(moods, "c", after=row(1, mood="happy"))
+    feed.flush()
+    sink = start_sink(task)
+    try:
+        wait_caught_up(task, topics=1)
+    finally:
+        sink.halt()
+    assert target_rows(task, moods.table) == [as_stored(row(1, mood="happy"), moods)]
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        found = conn.execute(
+            "SELECT data_type, is_nullable FROM information_schema.columns"
+            " WHERE table_name = 'moods' AND column_name = 'mood'"
+        ).fetchone()
+    assert found == ("text", "NO")
+
+
+def _kafka_committed(task: TaskConfig, topic: str) -> int:
+    consumer = Consumer({**consumer_config(task)})
+    try:
+        [tp] = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        return int(tp.offset)
+    finally:
+        consumer.close()
+
+
+def test_restarted_sink_resumes_from_the_target(task: TaskConfig, feed: ChangeFeed) -> None:
+    orders = table_schema("orders")
+    feed.register(orders)
+    topic = feed.topic(orders)
+    count = 5000
+    for key in range(count):
+        feed.send(orders, "r", after=row(key))
+    feed.flush()
+
+    first = start_sink(task)
+    started = time.monotonic()
+    wait_caught_up(task, topics=1)
+    elapsed = time.monotonic() - started
+    first.halt()
+    assert first.loop.events_applied == count
+    print(
+        f"\nsink applied {count} snapshot rows in {elapsed:.2f}s "
+        f"({count / elapsed:,.0f} rows/s, including lag polling)"
+    )
+
+    # While the sink is down: an insert the target is then told (through its offsets table)
+    # is already applied, so a sink resuming from Kafka's committed offset would apply it;
+    # then updates, deletes (each with its tombstone) and another insert.
+    stored_before = load_offsets(task)[(topic, 0)].next_offset
+    assert _kafka_committed(task, topic) <= stored_before
+    feed.send(orders, "c", after=row(100_000))
+    feed.flush()
+    _store_offset(task, topic, stored_before + 1)
+    for key in range(0, count, 2):
+        feed.send(orders, "u", after=row(key, 1))
+    for key in range(1, count, 10):
+        feed.send(orders, "d", before=row(key))
+    feed.send(orders, "c", after=row(100_001))
+    feed.flush()
+
+    second = start_sink(task)
+    wait_caught_up(task, topics=1)
+    second.halt()
+
+    expected = {k: row(k, 1 if k % 2 == 0 else 0) for k in range(count) if k % 10 != 1}
+    expected[100_001] = row(100_001)
+    assert target_rows(task, orders.table) == [
+        as_stored(expected[k], orders) for k in sorted(expected)
+    ]
+    assert second.loop.events_applied == count // 2 + count // 10 + 1
+    deletes = count // 10
+    assert load_offsets(task)[(topic, 0)].next_offset == (
+        stored_before + 1 + count // 2 + 2 * deletes + 1
+    )
+
+
+def _store_offset(task: TaskConfig, topic: str, next_offset: int) -> None:
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE public.headwater_offsets SET next_offset = %s WHERE task = %s AND topic = %s",
+            (next_offset, task.name, topic),
+        )
+
+
+def _backends(task: TaskConfig, action: str) -> int:
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            f"SELECT {action}(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"headwater-{task.name}",),
+        ).fetchall()
+    return len(rows)
+
+
+def test_sink_survives_losing_its_target_connection_and_finds_new_topics(
+    task: TaskConfig, feed: ChangeFeed
+) -> None:
+    first, later = table_schema("first"), table_schema("later")
+    feed.register(first)
+    feed.send(first, "c", after=row(1))
+    feed.flush()
+    sink = start_sink(task)
+    try:
+        wait_caught_up(task, topics=1)
+        assert _backends(task, "pg_terminate_backend") >= 1
+        feed.send(first, "c", after=row(2))
+        feed.register(later)  # a table that appears while the sink runs
+        feed.send(later, "c", after=row(3))
+        feed.flush()
+        wait_caught_up(task, topics=2)
+    finally:
+        sink.halt()
+    assert target_rows(task, first.table) == [as_stored(row(1), first), as_stored(row(2), first)]
+    assert target_rows(task, later.table) == [as_stored(row(3), later)]
+
+
+def test_terminal_error_stops_the_sink_with_the_table_and_position(
+    task: TaskConfig, feed: ChangeFeed
+) -> None:
+    from consumers.errors import SinkError
+
+    bad = table_schema("bad")
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE public.bad (id integer PRIMARY KEY, name integer)")
+    feed.register(bad)
+    feed.send(bad, "c", after=row(1))
+    feed.flush()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def target() -> None:
+        try:
+            run_sink(task, stop)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(60)
+    stop.set()
+    assert not thread.is_alive()
+    [error] = failure
+    assert isinstance(error, SinkError)
+    assert "public.bad" in str(error)
+    assert f"{feed.topic(bad)}[0]@0..0" in str(error)
+    assert load_offsets(task) == {}
+
+
+def test_two_sinks_in_one_group_share_the_partitions(
+    make_task: Callable[..., TaskConfig],
+) -> None:
+    task = make_task(target={"batch_size": 200, "batch_wait_s": 0.1}, kafka={"partitions": 3})
+    feed = ChangeFeed(task, partitions=3)
+    accounts = table_schema("accounts")
+    feed.register(accounts)
+    sinks = [start_sink(task)]
+    try:
+        for key in range(3000):
+            feed.send(accounts, "c", after=row(key))
+            if key == 1000:
+                sinks.append(start_sink(task))  # joins while the first one applies
+        for key in range(0, 3000, 3):
+            feed.send(accounts, "u", after=row(key, 2))
+        for key in range(1, 3000, 3):
+            feed.send(accounts, "d", before={"id": key})
+        feed.flush()
+        lags = wait_caught_up(task, topics=1)
+    finally:
+        for sink in sinks:
+            sink.halt()
+        feed.serde.registry.close()
+    assert len(lags) == 3
+    expected = [row(k, 2 if k % 3 == 0 else 0) for k in range(3000) if k % 3 != 1]
+    assert target_rows(task, accounts.table) == [as_stored(r, accounts) for r in expected]
+    assert sum(s.loop.events_applied for s in sinks) >= 5000
+
+
+def test_a_sink_whose_offsets_moved_applies_nothing(task: TaskConfig) -> None:
+    from consumers.batch import SinkRecord, collapse
+    from consumers.errors import PositionConflict
+    from consumers.postgres_sink import PostgresSink
+
+    table = table_schema("fenced")
+    source = SourceInfo("postgresql", "test", "db", table.table, 1)
+    insert = ChangeEvent("c", source, None, row(1), 1)
+    target = PostgresSink(task)
+    try:
+        target.apply(collapse([SinkRecord("x.public.fenced", 0, 0, table, insert)]), {})
+        again = collapse(
+            [SinkRecord("x.public.fenced", 0, 1, table, ChangeEvent("c", source, None, row(2), 1))]
+        )
+        with pytest.raises(PositionConflict):
+            target.apply(again, {})  # believes nothing was stored; the target says 1
+        target.apply(again, {("x.public.fenced", 0): 1})
+    finally:
+        target.close()
+    assert target_rows(task, table.table) == [as_stored(row(1), table), as_stored(row(2), table)]
+
+
+def test_forgotten_offsets_make_the_next_sink_start_over(
+    task: TaskConfig, feed: ChangeFeed
+) -> None:
+    from consumers.offsets import forget_offsets
+
+    table = table_schema("again")
+    feed.register(table)
+    feed.send(table, "c", after=row(1))
+    feed.flush()
+    sink = start_sink(task)
+    wait_caught_up(task, topics=1)
+    sink.halt()
+    assert forget_offsets(task) == 1
+    assert load_offsets(task) == {}
+    assert sink_lag(task)[0].lag == 1
+    sink = start_sink(task)
+    wait_caught_up(task, topics=1)
+    sink.halt()
+    assert sink.loop.events_applied == 1
+    assert target_rows(task, table.table) == [as_stored(row(1), table)]
