@@ -9,32 +9,19 @@ from __future__ import annotations
 
 import base64
 import shutil
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from headwater.stack.process import (
-    env_port,
-    file_lock,
-    find_java,
-    log_excerpt,
-    pid_alive,
-    port_open,
-    rotate_log,
-    start_detached,
-    stop_pid,
-)
-from headwater.stack.service import LocalService, ServiceStatus, StackError, stack_home
+from headwater.stack.jvm import DEPENDENCY_PLUGIN, JvmService
+from headwater.stack.process import env_port, log_excerpt, run_logged
+from headwater.stack.service import HOST, StackError
 
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
 # Kafka 4.1 logs through SLF4J 1.7, so the binding is log4j-slf4j-impl (not -slf4j2-).
 LOG4J_VERSION = "2.24.3"
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 MIN_JAVA = 17  # Kafka 4 brokers need Java 17 or later
@@ -99,54 +86,37 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
 
 
-class KafkaService(LocalService):
+class KafkaService(JvmService):
     """A single-node Kafka 4 cluster in KRaft mode, run from jars fetched by Maven."""
 
     name = "kafka"
+    product = label = kind = "Kafka"
+    version = KAFKA_VERSION
+    not_ready = "did not become ready"
+    port_variable = "HEADWATER_KAFKA_PORT"
+    default_port = DEFAULT_PORT
+    java_variable = "HEADWATER_KAFKA_JAVA"
+    min_java = MIN_JAVA
+    start_timeout = START_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
+    poll_interval = 0.3
 
     def __init__(self, home: Path | None = None) -> None:
-        self.home = home if home is not None else stack_home() / "kafka"
-        self.port = env_port("HEADWATER_KAFKA_PORT", DEFAULT_PORT)
+        super().__init__(home)
         self.controller_port = env_port("HEADWATER_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT)
-
-    # Where things live -------------------------------------------------------------------
-
-    @property
-    def install_dir(self) -> Path:
-        return self.home / KAFKA_VERSION
 
     @property
     def lib_dir(self) -> Path:
         return self.install_dir / "lib"
 
     @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "kafka.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "kafka.pid"
-
-    @property
     def bootstrap_servers(self) -> str:
-        return f"{HOST}:{self.port}"
+        return self.address
 
-    def _installed_marker(self) -> Path:
-        # Written only after Maven succeeded, so a half-copied lib/ is never taken as installed.
-        return self.install_dir / ".installed"
+    def urls(self) -> dict[str, str]:
+        return {"bootstrap_servers": self.bootstrap_servers}
 
-    # LocalService ------------------------------------------------------------------------
-
-    def install(self) -> None:
-        if self._installed_marker().exists():
-            return
-        with file_lock(self.home / "install.lock"):
-            if not self._installed_marker().exists():
-                self._download()
+    # JvmService --------------------------------------------------------------------------
 
     def _download(self) -> None:
         """Copy Kafka and a log4j2 backend into lib/ with a generated pom."""
@@ -163,109 +133,33 @@ class KafkaService(LocalService):
             mvn, "-q", "-B", f"{DEPENDENCY_PLUGIN}:copy-dependencies",
             f"-DoutputDirectory={self.lib_dir}", "-DincludeScope=runtime",
         ]  # fmt: skip
-        with mvn_log.open("wb") as log:
-            done = subprocess.run(
-                cmd, cwd=self.install_dir, stdout=log, stderr=subprocess.STDOUT, check=False
-            )
-        if done.returncode != 0:
+        if run_logged(cmd, mvn_log, cwd=self.install_dir) != 0:
             raise StackError(
                 f"Maven could not fetch Kafka {KAFKA_VERSION} (see {mvn_log}):\n"
                 + log_excerpt(mvn_log)
             )
         self._installed_marker().write_text(f"kafka_{SCALA_VERSION}:{KAFKA_VERSION}\n")
 
-    def start(self) -> None:
-        if self._up():
-            return
-        with file_lock(self.home / "start.lock"):
-            self._start_locked()
-
-    def _start_locked(self) -> None:
-        if self._up():
-            return  # another CLI or test worker started it while this one waited
-        if pid_alive(self.pid_file):
-            if self._running_port() != self.port:
-                raise StackError(
-                    f"{self.name} already runs on port {self._running_port()}; "
-                    f"stop it before changing HEADWATER_KAFKA_PORT"
-                )
-            # Started earlier (maybe by another CLI run) and still booting: just wait for it.
-            self._wait_ready()
-            return
-        if port_open(HOST, self.port):
-            if self._answers_metadata(timeout=5.0):
-                return  # a Kafka not started by headwater already serves this port
-            raise StackError(
-                f"port {self.port} is taken by something that is not Kafka; "
-                "free it or set HEADWATER_KAFKA_PORT"
-            )
-        self._launch()
-        self._wait_ready()
-
-    def _launch(self) -> None:
-        """Write the configuration, format storage on first use and start the broker."""
-        self.install()
-        java = self._java()
+    def _prepare_launch(self, java: Path) -> list[str]:
+        """Write the configuration and format storage on first use; the broker's command."""
         self._write_config()
         self._format_storage(java)
-        rotate_log(self.log_file)
-        start_detached(
-            [str(java), *JVM_OPTIONS, f"-Dlog4j2.configurationFile={self._log4j_file()}",
-             "-cp", f"{self.lib_dir}/*", "kafka.Kafka", str(self._config_file())],
-            log_file=self.log_file,
-            pid_file=self.pid_file,
-            cwd=self.home,
-        )  # fmt: skip
-        self._port_file().write_text(f"{self.port}\n")
+        return [
+            str(java), *JVM_OPTIONS, f"-Dlog4j2.configurationFile={self._log4j_file()}",
+            "-cp", f"{self.lib_dir}/*", "kafka.Kafka", str(self._config_file()),
+        ]  # fmt: skip
 
-    def stop(self) -> None:
-        stop_pid(self.pid_file, timeout=STOP_TIMEOUT)
-
-    def status(self) -> ServiceStatus:
-        urls = {"bootstrap_servers": self.bootstrap_servers}
-        if not self._installed_marker().exists():
-            state, detail = "not-installed", ""
-        elif self._up():
-            state, detail = "up", f"log {self.log_file}"
-        elif pid_alive(self.pid_file) and self._running_port() != self.port:
-            state, detail = "down", f"runs on port {self._running_port()}, not {self.port}"
-        elif pid_alive(self.pid_file):
-            state, detail = "down", f"starting; log {self.log_file}"
-        elif port_open(HOST, self.port) and self._answers_metadata(timeout=2.0):
-            state, detail = "up", "not started by headwater"
-        elif port_open(HOST, self.port):
-            state, detail = "down", f"port {self.port} is taken by another program"
-        else:
-            state, detail = "down", f"log {self.log_file}"
-        return ServiceStatus(self.name, state, self.bootstrap_servers, urls, detail)
+    def _answers(self, timeout: float) -> bool:
+        """Whether a Kafka broker on the port answers a metadata request listing itself."""
+        # log_level 0 keeps librdkafka quiet while the broker is still coming up.
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        try:
+            metadata = admin.list_topics(timeout=timeout)
+        except Exception:  # KafkaException while the broker is not ready yet
+            return False
+        return bool(metadata.brokers)
 
     # Helpers -----------------------------------------------------------------------------
-
-    def _port_file(self) -> Path:
-        # The port the running process was started with: the environment may have changed since.
-        return self.pid_file.with_suffix(".port")
-
-    def _running_port(self) -> int | None:
-        try:
-            return int(self._port_file().read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _up(self) -> bool:
-        return (
-            pid_alive(self.pid_file)
-            and self._running_port() == self.port
-            and port_open(HOST, self.port)
-        )
-
-    def _java(self) -> Path:
-        java = find_java(MIN_JAVA, "HEADWATER_KAFKA_JAVA")
-        if java is None:
-            raise StackError(
-                f"Kafka {KAFKA_VERSION} needs Java {MIN_JAVA}+; install a JDK "
-                "or point HEADWATER_KAFKA_JAVA at a java executable"
-            )
-        return java
 
     def _config_file(self) -> Path:
         return self.home / "server.properties"
@@ -316,37 +210,7 @@ class KafkaService(LocalService):
             "-cp", f"{self.lib_dir}/*", "kafka.tools.StorageTool", "format",
             "-t", _cluster_id(), "-c", str(self._config_file()),
         ]  # fmt: skip
-        with format_log.open("wb") as log:
-            done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
-        if done.returncode != 0:
+        if run_logged(cmd, format_log) != 0:
             raise StackError(
                 f"formatting Kafka storage failed (see {format_log}):\n{log_excerpt(format_log)}"
             )
-
-    def _wait_ready(self) -> None:
-        """Wait until the broker serves metadata; stop it and raise on exit or timeout."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if not pid_alive(self.pid_file):
-                raise StackError(
-                    f"Kafka exited while starting (see {self.log_file}):\n"
-                    + log_excerpt(self.log_file)
-                )
-            if port_open(HOST, self.port) and self._answers_metadata(timeout=2.0):
-                return
-            time.sleep(0.3)
-        self.stop()
-        raise StackError(
-            f"Kafka did not become ready within {START_TIMEOUT:.0f}s (see {self.log_file}):\n"
-            f"{log_excerpt(self.log_file)}"
-        )
-
-    def _answers_metadata(self, timeout: float) -> bool:
-        """Whether a Kafka broker on the port answers a metadata request listing itself."""
-        # log_level 0 keeps librdkafka quiet while the broker is still coming up.
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
-        try:
-            metadata = admin.list_topics(timeout=timeout)
-        except Exception:  # KafkaException while the broker is not ready yet
-            return False
-        return bool(metadata.brokers)

@@ -7,7 +7,7 @@ metadata (column names in the binlog), which binlog-reading CDC needs. User ``ro
 password, over TCP from 127.0.0.1 and over the unix socket; databases ``hw_source`` and
 ``hw_target`` exist.
 
-Where it lives (see `headwater.stack.postgres.service_dir`):
+Where it lives (see `headwater.stack.system.service_dir`):
 
 * run as root: ``/var/lib/headwater/mariadb`` (``HEADWATER_SYSTEM_HOME`` overrides
   ``/var/lib/headwater``), owned by the ``mysql`` system user, which the server switches to
@@ -23,32 +23,20 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import AbstractContextManager
 from pathlib import Path
 
-from headwater.stack.postgres import (
-    apt_install,
+from headwater.stack.database import DATABASES, PackagedDatabase
+from headwater.stack.process import pid_alive, port_open, start_detached, stop_pid, wait_for_port
+from headwater.stack.service import HOST, StackError
+from headwater.stack.system import (
     current_user,
     file_tail,
     is_root,
     last_lines,
     make_service_dir,
-    port_from_env,
     run_as,
-    service_dir,
 )
-from headwater.stack.process import (
-    file_lock,
-    pid_alive,
-    port_open,
-    start_detached,
-    stop_pid,
-    wait_for_port,
-)
-from headwater.stack.service import LocalService, ServiceStatus, StackError
 
-HOST = "127.0.0.1"
-DATABASES = ("hw_source", "hw_target")
 PACKAGES = ("mariadb-server",)
 MYSQL_USER = "mysql"
 START_TIMEOUT = 90.0
@@ -119,23 +107,19 @@ GRANT ALL PRIVILEGES ON *.* TO 'root'@'{HOST}' WITH GRANT OPTION;
 {"".join(f"CREATE DATABASE IF NOT EXISTS `{d}`;{chr(10)}" for d in DATABASES)}"""
 
 
-class MariaDBService(LocalService):
+class MariaDBService(PackagedDatabase):
     """A private MariaDB server with a row-based binlog, on 127.0.0.1 (see module doc)."""
 
     name = "mariadb"
-
-    def __init__(self) -> None:
-        self.port = port_from_env("HEADWATER_MARIADB_PORT", 3306)
-
-    @property
-    def root(self) -> Path:
-        """Directory holding config, data, socket and logs (see module doc)."""
-        return service_dir(self.name)
-
-    @property
-    def data_dir(self) -> Path:
-        """The server's datadir, binlog included."""
-        return self.root / "data"
+    product = "MariaDB"
+    packages = PACKAGES
+    owner = MYSQL_USER
+    port_variable = "HEADWATER_MARIADB_PORT"
+    default_port = 3306
+    debian_stop = "Debian's own server: service mariadb stop"
+    superuser = "root"
+    source_scheme = "mysql"
+    target_scheme = "mysql+pymysql"
 
     @property
     def config_file(self) -> Path:
@@ -152,32 +136,6 @@ class MariaDBService(LocalService):
         """The pid of the server process as we started it."""
         return self.root / "mariadbd.pid"
 
-    @property
-    def log_file(self) -> Path:
-        """The server's error log."""
-        return self.root / "mariadb.log"
-
-    @property
-    def address(self) -> str:
-        """host:port the server listens on."""
-        return f"{HOST}:{self.port}"
-
-    def urls(self) -> dict[str, str]:
-        """Connection URLs for task files: plain for the source, SQLAlchemy for the target."""
-        base = f"root@{HOST}:{self.port}"
-        return {
-            "source_url": f"mysql://{base}/hw_source",
-            "target_url": f"mysql+pymysql://{base}/hw_target",
-        }
-
-    def install(self) -> None:
-        """Install mariadb-server via apt when missing, then initialise the datadir once."""
-        if _binaries() is None:
-            apt_install(PACKAGES, "MariaDB")
-        if not self._has_datadir():
-            with self._lock():
-                self._ensure_datadir()
-
     def start(self) -> None:
         """Start the server if it is down, then ensure root over TCP and the databases."""
         if not self._running():
@@ -188,15 +146,6 @@ class MariaDBService(LocalService):
     def stop(self) -> None:
         """Stop the server (SIGTERM: a clean InnoDB shutdown); data is kept."""
         stop_pid(self.pid_file, timeout=60)
-
-    def status(self) -> ServiceStatus:
-        """State from our pid file and the port; changes nothing."""
-        if _binaries() is None:
-            state, detail = "not-installed", "apt-get install -y " + " ".join(PACKAGES)
-        else:
-            state = "up" if self._running() else "down"
-            detail = f"data {self.data_dir}, log {self.log_file}"
-        return ServiceStatus(self.name, state, self.address, self.urls(), detail)
 
     # --- internals ---------------------------------------------------------------------
 
@@ -220,13 +169,17 @@ class MariaDBService(LocalService):
         """--user=mysql when root: the server drops to it itself."""
         return [f"--user={MYSQL_USER}"] if is_root() else []
 
-    def _has_datadir(self) -> bool:
+    def _installed(self) -> bool:
+        """Whether the server, mariadb-install-db and the client are there."""
+        return _binaries() is not None
+
+    def _initialised(self) -> bool:
         """Whether mariadb-install-db has already created the system tables."""
         return (self.data_dir / "mysql").is_dir()
 
-    def _ensure_datadir(self) -> None:
+    def _initialise(self) -> None:
         """mariadb-install-db the datadir unless it already holds the system tables."""
-        if self._has_datadir():
+        if self._initialised():
             return
         self._write_config()
         argv = [
@@ -250,18 +203,6 @@ class MariaDBService(LocalService):
         """Whether the server we started is alive and accepting TCP connections."""
         return pid_alive(self.pid_file) and port_open(HOST, self.port)
 
-    def _check_port_free(self) -> None:
-        """Fail with a fix when something else (often Debian's own server) holds the port."""
-        if port_open(HOST, self.port):
-            raise StackError(
-                f"port {self.port} is taken by another process; stop it (Debian's own server: "
-                "service mariadb stop) or set HEADWATER_MARIADB_PORT to a free port"
-            )
-
-    def _lock(self) -> AbstractContextManager[None]:
-        """Serialise datadir creation and start between CLIs or test workers doing `up`."""
-        return file_lock(make_service_dir(self.name, MYSQL_USER) / "stack.lock")
-
     def _start_locked(self) -> None:
         """Start the server unless another process did while we waited for the lock."""
         if self._running():
@@ -270,7 +211,7 @@ class MariaDBService(LocalService):
             # Launched earlier and still starting (e.g. crash recovery): wait, don't relaunch.
             self._wait_or_fail()
             return
-        self._ensure_datadir()
+        self._initialise()
         self._check_port_free()
         self._launch()
 

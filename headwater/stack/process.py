@@ -97,14 +97,28 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
     return fields[0], fields[19]
 
 
-def _alive(pid: int, start_time: str | None = None) -> bool:
-    """Whether `pid` runs (a zombie counts as gone) and, if given, started at `start_time`."""
+def _signal_probe(pid: int) -> bool | None:
+    """Signal 0 to `pid`: False when there is no such process, None when it is another
+    user's (it exists, but is ours neither to signal nor to reap), True otherwise."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return None
+    return True
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether a process with `pid` exists (one of another user's counts)."""
+    return _signal_probe(pid) is not False
+
+
+def _alive(pid: int, start_time: str | None = None) -> bool:
+    """Whether `pid` runs (a zombie counts as gone) and, if given, started at `start_time`."""
+    probe = _signal_probe(pid)
+    if probe is not True:
+        return probe is None  # another user's process is taken as running
     # A child of this very process that exited stays a zombie until reaped; reap it here so
     # a service started and stopped within one Python process is not reported alive.
     try:
@@ -120,6 +134,13 @@ def _alive(pid: int, start_time: str | None = None) -> bool:
     if state in ("Z", "X"):
         return False
     return start_time is None or start_time == started
+
+
+def run_logged(cmd: list[str], log_file: Path, cwd: Path | None = None) -> int:
+    """Run `cmd` to its end with stdout and stderr written to `log_file`; its exit code."""
+    with log_file.open("wb") as log:
+        done = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, check=False)
+    return done.returncode
 
 
 def pid_alive(pid_file: Path) -> bool:

@@ -14,31 +14,25 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
 import tarfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from headwater.stack.jvm import DEPENDENCY_PLUGIN, JvmService
 from headwater.stack.process import (
-    env_port,
-    file_lock,
-    find_java,
     java_major,
     log_excerpt,
     pid_alive,
-    port_open,
-    rotate_log,
+    run_logged,
     start_detached,
     stop_pid,
 )
-from headwater.stack.service import LocalService, ServiceStatus, StackError, stack_home
+from headwater.stack.service import HOST, StackError
 
 REGISTRY_VERSION = "3.3.3"
 ARTIFACT = f"io.apicurio:apicurio-registry-app:{REGISTRY_VERSION}:tar.gz:all"
-DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
 CCOMPAT_PATH = "/apis/ccompat/v7"
 MIN_JAVA = 21  # the registry's classes are compiled for release 21
@@ -78,46 +72,38 @@ def _http(method: str, url: str, body: dict[str, str] | None = None) -> tuple[in
         return 0, ""
 
 
-class RegistryService(LocalService):
+class RegistryService(JvmService):
     """Apicurio Registry 3 with H2 file storage, serving the Confluent schema registry API."""
 
     name = "registry"
+    product = "Apicurio Registry"
+    version = REGISTRY_VERSION
+    label = "the registry"
+    not_ready = "did not answer"
+    kind = "a schema registry"
+    port_variable = "HEADWATER_REGISTRY_PORT"
+    default_port = DEFAULT_PORT
+    java_variable = "HEADWATER_REGISTRY_JAVA"
+    min_java = MIN_JAVA
+    start_timeout = START_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
+    poll_interval = 0.2
 
     def __init__(self, home: Path | None = None) -> None:
-        self.home = home if home is not None else stack_home() / "registry"
-        self.port = env_port("HEADWATER_REGISTRY_PORT", DEFAULT_PORT)
+        super().__init__(home)
         self._java_found: Path | None = None
         self._java_majors: dict[Path, int] = {}
-
-    # Where things live -------------------------------------------------------------------
-
-    @property
-    def install_dir(self) -> Path:
-        return self.home / REGISTRY_VERSION
 
     @property
     def app_dir(self) -> Path:
         return self.install_dir / "quarkus-app"
 
     @property
-    def data_dir(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.home / "registry.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.home / "registry.pid"
-
-    @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}{CCOMPAT_PATH}"
 
-    def _installed_marker(self) -> Path:
-        # Written only after the archive was unpacked whole.
-        return self.install_dir / ".installed"
+    def urls(self) -> dict[str, str]:
+        return {"registry_url": self.url}
 
     def _aot_cache(self, java: Path) -> Path | None:
         """The AOT cache file for this JVM, None when the JVM is too old to use one."""
@@ -128,81 +114,31 @@ class RegistryService(LocalService):
             return None
         return self.install_dir / f"registry-jdk{major}.aot"
 
-    # LocalService ------------------------------------------------------------------------
+    # JvmService --------------------------------------------------------------------------
 
-    def install(self) -> None:
-        if self._installed_marker().exists() and any(self.install_dir.glob("*.aot*")):
-            return  # fast path: no JDK probing once the download and AOT attempt are done
-        with file_lock(self.home / "install.lock"):
-            if not self._installed_marker().exists():
-                self._download()
-            java = self._find_java()
-            if java is not None:
-                self._ensure_aot_cache(java)
+    def _install_complete(self) -> bool:
+        # No JDK probing once the download and the AOT attempt are done.
+        return self._installed_marker().exists() and any(self.install_dir.glob("*.aot*"))
 
-    def start(self) -> None:
-        if self._up():
-            return
-        with file_lock(self.home / "start.lock"):
-            self._start_locked()
+    def _finish_install(self) -> None:
+        java = self._find_java()
+        if java is not None:
+            self._ensure_aot_cache(java)
 
-    def _start_locked(self) -> None:
-        if self._up():
-            return  # another CLI or test worker started it while this one waited
-        if pid_alive(self.pid_file):
-            if self._running_port() != self.port:
-                raise StackError(
-                    f"{self.name} already runs on port {self._running_port()}; "
-                    f"stop it before changing HEADWATER_REGISTRY_PORT"
-                )
-            # Started earlier (maybe by another CLI run) and still booting: just wait for it.
-            self._wait_ready()
-            return
-        if port_open(HOST, self.port):
-            if self._answers_ccompat():
-                return  # a registry not started by headwater already serves this port
-            raise StackError(
-                f"port {self.port} is taken by something that is not a schema registry; "
-                "free it or set HEADWATER_REGISTRY_PORT"
-            )
-        self._launch()
-        self._wait_ready()
-
-    def _launch(self) -> None:
-        """Start the registry process on the H2 file database under data_dir."""
-        self.install()
-        java = self._java()
+    def _prepare_launch(self, java: Path) -> list[str]:
+        """Make the data directory; the command that runs on the H2 file database there."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        rotate_log(self.log_file)
-        start_detached(
-            self._command(java, self._settings(self.port, self._database_url())),
-            log_file=self.log_file,
-            pid_file=self.pid_file,
-            cwd=self.home,
-        )
-        self._port_file().write_text(f"{self.port}\n")
+        return self._command(java, self._settings(self.port, self._database_url()))
 
-    def stop(self) -> None:
-        stop_pid(self.pid_file, timeout=STOP_TIMEOUT)
+    def _answers(self, timeout: float) -> bool:
+        """Whether the Confluent API answers (within _http's own timeout, not `timeout`)."""
+        return _http("GET", f"{self.url}/subjects")[0] == 200
 
-    def status(self) -> ServiceStatus:
-        address = f"{HOST}:{self.port}"
-        urls = {"registry_url": self.url}
-        if not self._installed_marker().exists():
-            state, detail = "not-installed", ""
-        elif self._up():
-            state, detail = "up", f"log {self.log_file}"
-        elif pid_alive(self.pid_file) and self._running_port() != self.port:
-            state, detail = "down", f"runs on port {self._running_port()}, not {self.port}"
-        elif pid_alive(self.pid_file):
-            state, detail = "down", f"starting; log {self.log_file}"
-        elif port_open(HOST, self.port) and self._answers_ccompat():
-            state, detail = "up", "not started by headwater"
-        elif port_open(HOST, self.port):
-            state, detail = "down", f"port {self.port} is taken by another program"
-        else:
-            state, detail = "down", f"log {self.log_file}"
-        return ServiceStatus(self.name, state, address, urls, detail)
+    def _find_java(self) -> Path | None:
+        # Remembered: probing JDKs runs `java -version` for each candidate.
+        if self._java_found is None:
+            self._java_found = super()._find_java()
+        return self._java_found
 
     # Install -----------------------------------------------------------------------------
 
@@ -217,12 +153,9 @@ class RegistryService(LocalService):
             mvn, "-q", "-B", f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={ARTIFACT}",
             f"-DoutputDirectory={self.install_dir}",
         ]  # fmt: skip
-        with mvn_log.open("wb") as log:
-            done = subprocess.run(
-                cmd, cwd=self.install_dir, stdout=log, stderr=subprocess.STDOUT, check=False
-            )
+        failed = run_logged(cmd, mvn_log, cwd=self.install_dir) != 0
         archive = self.install_dir / f"apicurio-registry-app-{REGISTRY_VERSION}-all.tar.gz"
-        if done.returncode != 0 or not archive.exists():
+        if failed or not archive.exists():
             raise StackError(
                 f"Maven could not fetch {ARTIFACT} (see {mvn_log}):\n{log_excerpt(mvn_log)}"
             )
@@ -279,22 +212,7 @@ class RegistryService(LocalService):
         _http("GET", f"{base}/subjects/warmup-value/versions/latest")
         _http("GET", f"{base}/config")
 
-    # Start -------------------------------------------------------------------------------
-
-    def _find_java(self) -> Path | None:
-        # Remembered: probing JDKs runs `java -version` for each candidate.
-        if self._java_found is None:
-            self._java_found = find_java(MIN_JAVA, "HEADWATER_REGISTRY_JAVA")
-        return self._java_found
-
-    def _java(self) -> Path:
-        java = self._find_java()
-        if java is None:
-            raise StackError(
-                f"Apicurio Registry {REGISTRY_VERSION} needs Java {MIN_JAVA}+; install a JDK "
-                "or point HEADWATER_REGISTRY_JAVA at a java executable"
-            )
-        return java
+    # Launch ------------------------------------------------------------------------------
 
     def _database_url(self) -> str:
         return f"jdbc:h2:file:{self.data_dir / 'registry'}"
@@ -326,41 +244,3 @@ class RegistryService(LocalService):
         properties = [f"-D{key}={value}" for key, value in settings.items()]
         jar = str(self.app_dir / "quarkus-run.jar")
         return [str(java), *JVM_OPTIONS, *([aot] if aot else []), *properties, "-jar", jar]
-
-    def _port_file(self) -> Path:
-        # The port the running process was started with: the environment may have changed since.
-        return self.pid_file.with_suffix(".port")
-
-    def _running_port(self) -> int | None:
-        try:
-            return int(self._port_file().read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _up(self) -> bool:
-        return (
-            pid_alive(self.pid_file)
-            and self._running_port() == self.port
-            and port_open(HOST, self.port)
-        )
-
-    def _answers_ccompat(self) -> bool:
-        return _http("GET", f"{self.url}/subjects")[0] == 200
-
-    def _wait_ready(self) -> None:
-        """Wait until the Confluent API answers; stop the process and raise on exit or timeout."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if not pid_alive(self.pid_file):
-                raise StackError(
-                    f"the registry exited while starting (see {self.log_file}):\n"
-                    f"{log_excerpt(self.log_file)}"
-                )
-            if port_open(HOST, self.port) and self._answers_ccompat():
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise StackError(
-            f"the registry did not answer within {START_TIMEOUT:.0f}s (see {self.log_file}):\n"
-            f"{log_excerpt(self.log_file)}"
-        )

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+HOST = "127.0.0.1"  # every service listens on loopback only
+
 
 def stack_home() -> Path:
     """Where downloads, data and logs of the local stack live (outside the repository).
@@ -43,6 +45,12 @@ class LocalService(ABC):
     """One service of the local stack, run as a local process on 127.0.0.1."""
 
     name: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """host:port the service listens on."""
+        return f"{HOST}:{self.port}"
 
     @abstractmethod
     def install(self) -> None:

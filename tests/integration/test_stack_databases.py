@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TypeVar
 
 import psycopg
 import pymysql
 import pytest
 from psycopg.rows import TupleRow
 
+from headwater.stack.database import PackagedDatabase
 from headwater.stack.mariadb import MariaDBService
 from headwater.stack.postgres import PostgresService
 
@@ -24,19 +26,42 @@ pytestmark = pytest.mark.integration
 SECOND_START_SECONDS = 2.0
 
 
-@pytest.fixture(scope="module")
-def postgres() -> PostgresService:
-    service = PostgresService()
+# Expected connection URLs per service, with {address} for host:port.
+URLS = {
+    "postgres": {
+        "source_url": "postgresql://postgres@{address}/hw_source",
+        "target_url": "postgresql+psycopg://postgres@{address}/hw_target",
+    },
+    "mariadb": {
+        "source_url": "mysql://root@{address}/hw_source",
+        "target_url": "mysql+pymysql://root@{address}/hw_target",
+    },
+}
+
+Database = TypeVar("Database", bound=PackagedDatabase)
+
+
+def _started(service: Database) -> Database:
+    """`service` installed and started, as `headwater stack up` leaves it."""
     service.install()
     service.start()
     return service
 
 
 @pytest.fixture(scope="module")
+def postgres() -> PostgresService:
+    return _started(PostgresService())
+
+
+@pytest.fixture(scope="module")
 def mariadb() -> MariaDBService:
-    service = MariaDBService()
-    service.install()
-    service.start()
+    return _started(MariaDBService())
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def database(request: pytest.FixtureRequest) -> PackagedDatabase:
+    """Each database service in turn, for the checks that hold for both."""
+    service: PackagedDatabase = request.getfixturevalue(request.param)
     return service
 
 
@@ -63,24 +88,26 @@ def _maria_value(conn: pymysql.connections.Connection, sql: str) -> object:
     return row[0]
 
 
-# --- PostgreSQL ------------------------------------------------------------------------
+# --- Both ------------------------------------------------------------------------------
 
 
-def test_postgres_is_up_with_urls(postgres: PostgresService) -> None:
-    status = postgres.status()
+def test_database_is_up_with_urls(database: PackagedDatabase) -> None:
+    status = database.status()
+    address = f"127.0.0.1:{database.port}"
     assert status.state == "up"
-    assert status.address == f"127.0.0.1:{postgres.port}"
-    assert status.urls == {
-        "source_url": f"postgresql://postgres@127.0.0.1:{postgres.port}/hw_source",
-        "target_url": f"postgresql+psycopg://postgres@127.0.0.1:{postgres.port}/hw_target",
-    }
+    assert status.address == address
+    expected = {key: url.format(address=address) for key, url in URLS[database.name].items()}
+    assert status.urls == expected
 
 
-def test_postgres_second_start_is_quick(postgres: PostgresService) -> None:
+def test_database_second_start_is_quick(database: PackagedDatabase) -> None:
     began = time.monotonic()
-    postgres.start()
+    database.start()
     assert time.monotonic() - began < SECOND_START_SECONDS
-    assert postgres.status().state == "up"
+    assert database.status().state == "up"
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
 
 
 def test_postgres_wal_level_is_logical(pg_source: psycopg.Connection[TupleRow]) -> None:
@@ -126,23 +153,6 @@ def test_postgres_can_decode_changes(pg_source: psycopg.Connection[TupleRow]) ->
 
 
 # --- MariaDB ---------------------------------------------------------------------------
-
-
-def test_mariadb_is_up_with_urls(mariadb: MariaDBService) -> None:
-    status = mariadb.status()
-    assert status.state == "up"
-    assert status.address == f"127.0.0.1:{mariadb.port}"
-    assert status.urls == {
-        "source_url": f"mysql://root@127.0.0.1:{mariadb.port}/hw_source",
-        "target_url": f"mysql+pymysql://root@127.0.0.1:{mariadb.port}/hw_target",
-    }
-
-
-def test_mariadb_second_start_is_quick(mariadb: MariaDBService) -> None:
-    began = time.monotonic()
-    mariadb.start()
-    assert time.monotonic() - began < SECOND_START_SECONDS
-    assert mariadb.status().state == "up"
 
 
 @pytest.mark.parametrize(
