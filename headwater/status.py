@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from consumers.lag import PartitionLag, sink_lag
-
 from headwater.config import TaskConfig
 from producers.postgres.connection import connect
 from producers.postgres.pgoutput import parse_lsn
