@@ -120,6 +120,7 @@ def run_demo(rows: int, changes: int, console: Console) -> int:
             status = runner.wait_caught_up(600, on_status=lambda s: live.update(render(s)))
     finally:
         runner.stop()
+    console.print()
     status = collect_status(task)  # after the stop: the producer's final counts
     comparisons = compare_task(task)
     return 0 if _report(comparisons, status, counts, time.monotonic() - started, console) else 1
