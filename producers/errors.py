@@ -8,5 +8,9 @@ class SourceError(RuntimeError):
     """The source cannot be read as configured; the message says what to change."""
 
 
+class SourceUnreachable(SourceError):
+    """The source did not accept a connection (down, wrong address or credentials)."""
+
+
 class DeliveryError(RuntimeError):
     """Kafka did not acknowledge an event; the source position was not acknowledged."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from producers.errors import SourceError
+from producers.errors import SourceError, SourceUnreachable
 
 _SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3"
 
@@ -42,7 +42,7 @@ def connect(
         return psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
         first = " ".join(str(exc).split()) or type(exc).__name__
-        raise SourceError(
+        raise SourceUnreachable(
             f"cannot connect to {role} {redact(url)}: {first}; "
             f"check {role}.url and that the server runs (`headwater stack up`)"
         ) from None

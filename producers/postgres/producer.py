@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from headwater.config import TaskConfig
-from producers.errors import SourceError
+from producers.errors import SourceError, SourceUnreachable
 from producers.event_writer import EventWriter
 from producers.postgres import catalog, snapshot
 from producers.postgres.changes import ChangeBuilder
@@ -25,7 +25,12 @@ from producers.postgres.pgoutput import (
     decode_message,
     format_lsn,
 )
-from producers.postgres.replication import ReplicationStream, drop_slot, slot_info
+from producers.postgres.replication import (
+    ReplicationLost,
+    ReplicationStream,
+    drop_slot,
+    slot_info,
+)
 from producers.task_state import TableProgress, TaskState, TaskStateStore
 from schemas.registry import SchemaRegistry
 from schemas.tables import TableId, TableSchema
@@ -33,6 +38,8 @@ from schemas.tables import TableId, TableSchema
 log = logging.getLogger(__name__)
 
 _STATE_SAVE_INTERVAL_S = 2.0
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
 
 
 class PostgresProducer:
@@ -182,6 +189,48 @@ class PostgresProducer:
         return schema
 
     def _stream(self, stream: ReplicationStream) -> None:
+        """Stream until stopped; a lost connection is re-established with backoff and the
+        stream resumes at the slot's confirmed position (what was not acknowledged is sent
+        again, and the sink's upserts absorb the repeat)."""
+        delay = _RETRY_FIRST_S
+        while True:
+            started = time.monotonic()
+            try:
+                self._stream_once(stream)
+                return
+            except ReplicationLost as lost:
+                if time.monotonic() - started > _RETRY_MAX_S:
+                    delay = _RETRY_FIRST_S  # it had been streaming fine: start backoff over
+                log.warning("task %s: %s; reconnecting in %.1fs", self.task.name, lost, delay)
+            while True:
+                if self.stop.wait(delay):
+                    return
+                delay = min(delay * 2, _RETRY_MAX_S)
+                try:
+                    stream = self._reconnect()
+                    break
+                except ReplicationLost as lost:
+                    log.warning("task %s: %s; retrying in %.1fs", self.task.name, lost, delay)
+
+    def _reconnect(self) -> ReplicationStream:
+        """Fresh catalog and replication connections; the slot must still be there."""
+        try:
+            if self.conn.closed or self.conn.broken:
+                self.conn = connect(self.task.source.url)
+                self.types = catalog.TypeResolver(self.conn)
+            if slot_info(self.conn, self.task.slot_name) is None:
+                raise SourceError(
+                    f"replication slot {self.task.slot_name} disappeared while streaming "
+                    f"(last acknowledged {self.state.acked_position}); changes after it are lost "
+                    "to this task: run `headwater cleanup` on the task file and start it again"
+                )
+            return ReplicationStream(connect(self.task.source.url, replication=True))
+        except SourceUnreachable as exc:
+            raise ReplicationLost(str(exc)) from None
+        except psycopg.OperationalError as exc:
+            raise ReplicationLost(f"source connection lost: {exc}") from None
+
+    def _stream_once(self, stream: ReplicationStream) -> None:
         selected: set[TableId] = set(self.tables)
         builder = ChangeBuilder(self.task.topic_prefix, self.db, selected, self._describe)
         stream.start(self.task.slot_name, self.task.publication)
@@ -207,6 +256,8 @@ class PostgresProducer:
         finally:
             stream.stop()
             stream.conn.close()
+            if self.stop.is_set():
+                self._save_state(force=True)
 
     def _save_state(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -23,6 +23,10 @@ from producers.postgres.pgoutput import (
 )
 
 
+class ReplicationLost(SourceError):
+    """The replication connection broke or the server ended the stream: reconnect."""
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedSlot:
     name: str
@@ -63,33 +67,48 @@ class ReplicationStream:
         result = self.pgconn.get_result()
         if result is None or result.status != pq.ExecStatus.COPY_BOTH:
             message = result.error_message.decode(errors="replace") if result else "no result"
-            raise SourceError(f"START_REPLICATION on slot {slot} failed: {message.strip()}")
+            state = result.error_field(pq.DiagnosticField.SQLSTATE) if result else None
+            failure = f"START_REPLICATION on slot {slot} failed: {message.strip()}"
+            if state == b"55006":  # object in use: the previous reader has not let go yet
+                raise ReplicationLost(failure)
+            raise SourceError(failure)
         self.streaming = True
 
     def read(self, timeout: float) -> XLogData | Keepalive | None:
         """The next frame, or None if none arrived within `timeout` seconds."""
-        nbytes, data = self.pgconn.get_copy_data(1)
-        if nbytes == 0:
-            ready, _, _ = select.select([self.pgconn.socket], [], [], timeout)
-            if not ready:
-                return None
-            self.pgconn.consume_input()
+        try:
             nbytes, data = self.pgconn.get_copy_data(1)
             if nbytes == 0:
-                return None
+                ready, _, _ = select.select([self.pgconn.socket], [], [], timeout)
+                if not ready:
+                    return None
+                self.pgconn.consume_input()
+                nbytes, data = self.pgconn.get_copy_data(1)
+                if nbytes == 0:
+                    return None
+        except (psycopg.OperationalError, OSError, ValueError) as exc:
+            # ValueError: the socket is gone (fileno -1) once libpq has closed it.
+            self.streaming = False
+            raise ReplicationLost(f"replication connection lost: {exc}") from None
         if nbytes == -1:
             self.streaming = False
             result = self.pgconn.get_result()
             reason = result.error_message.decode(errors="replace").strip() if result else ""
-            raise SourceError(f"replication stream ended by the server: {reason or 'no reason'}")
+            reason = reason or "no reason"
+            raise ReplicationLost(f"replication stream ended by the server: {reason}")
         if nbytes < 0:
-            raise SourceError(f"replication stream broken: {self.pgconn.get_error_message()}")
+            self.streaming = False
+            raise ReplicationLost(f"replication stream broken: {self.pgconn.get_error_message()!r}")
         return parse_copy_frame(bytes(data))
 
     def send_status(self, lsn: int, reply_requested: bool = False) -> None:
         """Report `lsn` as flushed: the server may now recycle WAL before it."""
-        self.pgconn.put_copy_data(standby_status(lsn, reply_requested))
-        self.pgconn.flush()
+        try:
+            self.pgconn.put_copy_data(standby_status(lsn, reply_requested))
+            self.pgconn.flush()
+        except psycopg.OperationalError as exc:
+            self.streaming = False
+            raise ReplicationLost(f"replication connection lost: {exc}") from None
 
     def stop(self, timeout: float = 10.0) -> None:
         """End the copy cleanly so the slot is released at once."""
