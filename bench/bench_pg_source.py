@@ -1,0 +1,138 @@
+"""Benchmark: a PostgreSQL full load and a burst of streamed changes through headwater,
+against `pg_dump | psql` of the same table, on the local stack. Prints numbers and ratios
+measured in the same run; asserts nothing.
+
+    .venv/bin/python bench/bench_pg_source.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import shutil
+import subprocess
+import time
+import uuid
+
+import psycopg
+from psycopg import sql
+
+from headwater.config import TaskConfig
+from headwater.runner import TaskRunner
+from headwater.stack import manager
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# About 200 bytes a row, the size the issue asks for.
+TABLE_SQL = """
+CREATE TABLE bench_rows (
+    id bigint PRIMARY KEY, account int NOT NULL, amount numeric(12,2) NOT NULL,
+    status varchar(16) NOT NULL, created_at timestamptz NOT NULL, note text NOT NULL,
+    ref uuid NOT NULL
+)"""
+FILL_SQL = """
+INSERT INTO bench_rows
+SELECT g, g %% 10000, (g %% 100000) / 100.0, 'status-' || (g %% 7), now() - g * interval '1 s',
+       repeat(md5(g::text), 3), md5(g::text)::uuid
+FROM generate_series(1, %(rows)s) g"""
+
+
+def _db_url(name: str) -> str:
+    return ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def _create_db(name: str) -> None:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _drop_db(name: str) -> None:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE database = %s AND NOT active",
+            (name,),
+        )
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def baseline_dump_restore(source: str, target: str) -> float:
+    """Seconds for `pg_dump -t bench_rows source | psql target`."""
+    bindir = shutil.which("pg_dump") or "/usr/lib/postgresql/15/bin/pg_dump"
+    start = time.monotonic()
+    dump = subprocess.Popen([bindir, "-t", "bench_rows", _db_url(source)], stdout=subprocess.PIPE)
+    subprocess.run(
+        ["psql", "-q", _db_url(target)], stdin=dump.stdout, check=True, stdout=subprocess.DEVNULL
+    )
+    dump.wait()
+    return time.monotonic() - start
+
+
+def headwater_run(source: str, target: str, mode: str, prefix: str) -> TaskRunner:
+    task = TaskConfig.model_validate(
+        {
+            "name": prefix,
+            "mode": mode,
+            "source": {"url": _db_url(source)},
+            "target": {"url": _db_url(target).replace("postgresql://", "postgresql+psycopg://")},
+            "tables": {"include": ["public.bench_rows"]},
+        }
+    )
+    runner = TaskRunner(task, log_level=logging.WARNING)
+    runner.start()
+    return runner
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--updates", type=int, default=100_000)
+    args = parser.parse_args()
+    manager.up(["kafka", "registry", "postgres"], echo=lambda _: None)
+    run = uuid.uuid4().hex[:6]
+    src, dst, base = f"bench_src_{run}", f"bench_dst_{run}", f"bench_base_{run}"
+    for name in (src, dst, base):
+        _create_db(name)
+    try:
+        with psycopg.connect(_db_url(src), autocommit=True) as conn:
+            conn.execute(TABLE_SQL)
+            conn.execute(FILL_SQL, {"rows": args.rows})
+            conn.execute("ANALYZE bench_rows")
+        dump_s = baseline_dump_restore(src, base)
+
+        runner = headwater_run(src, dst, "full-load-and-cdc", f"bench{run}")
+        start = time.monotonic()
+        try:
+            runner.wait_caught_up(3600, poll_s=0.5)
+            load_s = time.monotonic() - start
+            with psycopg.connect(_db_url(src), autocommit=True) as conn:
+                start = time.monotonic()
+                conn.execute(
+                    "UPDATE bench_rows SET amount = amount + 1 WHERE id <= %s", (args.updates,)
+                )
+            runner.wait_caught_up(3600, poll_s=0.5)
+            stream_s = time.monotonic() - start
+        finally:
+            runner.stop()
+    finally:
+        for name in (src, dst, base):
+            _drop_db(name)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"rows={args.rows:,} (about 200 bytes each), updates={args.updates:,}")
+    print(f"pg_dump | psql          : {dump_s:8.1f} s  {args.rows / dump_s:10,.0f} rows/s")
+    print(
+        f"headwater full load     : {load_s:8.1f} s  {args.rows / load_s:10,.0f} rows/s"
+        f"  ratio to pg_dump|psql {dump_s / load_s:.2f}"
+    )
+    print(
+        f"headwater streamed burst: {stream_s:8.1f} s  {args.updates / stream_s:10,.0f} "
+        "changes/s (one UPDATE statement, source commit to target applied)"
+    )
+    print(f"peak RSS of a stage process: {peak_mb:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
