@@ -108,6 +108,10 @@ def test_idle_slot_keeps_advancing_and_state_is_recorded(
 ) -> None:
     task, errors = running
     read_topic(task, f"{task.topic_prefix}.public.items", expect=20)
+    with connect(task.target.url, role="target") as busy:
+        # Writes in another database only: the slot's database stays idle.
+        busy.execute("CREATE TABLE elsewhere (id int PRIMARY KEY)")
+        busy.execute("INSERT INTO elsewhere SELECT generate_series(1, 1000)")
     with connect(task.source.url) as conn:
         # Writes to a table outside the task: WAL grows, no event is produced.
         conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
