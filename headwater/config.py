@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from schemas.tables import TableId
 
@@ -31,6 +38,17 @@ class SourceConfig(_Model):
     publication: str | None = Field(default=None, description="default: headwater_<task>")
     snapshot_fetch_rows: int = Field(default=5000, ge=100)
     ack_interval_s: float = Field(default=0.5, gt=0, le=30)
+    decimal_handling: Literal["precise", "string"] = Field(
+        default="precise",
+        description="numeric(p,s) as Avro decimal (precise) or as text (string: NaN and "
+        "Infinity travel too)",
+    )
+    # MySQL/MariaDB only.
+    server_id: int | None = Field(
+        default=None, ge=1, lt=2**32, description="binlog replica id; default: from the task"
+    )
+    resume_by: Literal["gtid", "position"] = "gtid"
+    heartbeat_s: float = Field(default=2.0, gt=0, le=60)
 
 
 class TargetConfig(_Model):
@@ -38,6 +56,10 @@ class TargetConfig(_Model):
     url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/hw_target"
     schema_: str | None = Field(default=None, alias="schema", description="default: source's")
     create_tables: bool = True
+    on_error: Literal["dlq", "stop"] = Field(
+        default="dlq",
+        description="a record the target refuses: to the `<prefix>.dlq` topic, or stop",
+    )
     batch_size: int = Field(default=5000, ge=1, le=200_000)
     batch_wait_s: float = Field(default=0.5, gt=0, le=60)
 
@@ -86,6 +108,29 @@ class TaskConfig(_Model):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     tables: TableSelection = Field(default_factory=TableSelection)
+    # Selection and transformation rules (docs/table-mappings.md): inline, or an AWS DMS
+    # table-mappings JSON file read as it is. Validated by transforms/ before the task starts.
+    table_mappings: dict[str, Any] | list[Any] | None = None
+    table_mappings_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_mapping_source(self) -> TaskConfig:
+        if self.table_mappings is not None and self.table_mappings_file is not None:
+            raise ValueError("use table_mappings or table_mappings_file, not both")
+        return self
+
+    @property
+    def has_table_mappings(self) -> bool:
+        """Whether rules apply: then a transform stage sits between producer and sink."""
+        return self.table_mappings is not None or self.table_mappings_file is not None
+
+    @property
+    def sink_topic_prefix(self) -> str:
+        """The prefix of the topics the sink reads: the transformed ones when rules apply
+        (`<prefix>.transformed.<schema>.<table>`), else the producer's raw topics."""
+        if self.has_table_mappings:
+            return f"{self.topic_prefix}.transformed"
+        return self.topic_prefix
 
     @field_validator("name")
     @classmethod

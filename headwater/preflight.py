@@ -17,17 +17,14 @@ from schemas.registry import SchemaRegistry
 def check_source(task: TaskConfig) -> int:
     """The source is reachable, logical, and every selected table has a primary key.
     Returns the number of tables selected."""
+    if task.source.engine == "mysql":
+        from producers.mysql.producer import open_checked
+
+        mysql_conn, _flavor, selected = open_checked(task)
+        mysql_conn.close()
+        return len(selected)
     with connect(task.source.url) as conn:
-        if task.mode != "full-load":
-            catalog.check_cdc_settings(conn)
-        tables = catalog.selected_tables(conn, task.tables)
-        if not tables:
-            raise SourceError(
-                f"no source table matches tables.include {task.tables.include}; "
-                "check the patterns (schema.table, with * wildcards)"
-            )
-        catalog.require_primary_keys(conn, tables)
-        return len(tables)
+        return len(catalog.check_source_ready(conn, task))
 
 
 def check_kafka(task: TaskConfig, timeout: float = 8.0) -> None:

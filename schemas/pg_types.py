@@ -8,7 +8,7 @@ same row seen in the log become byte-identical Avro.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -74,8 +74,37 @@ def _parse_bytea(text: str) -> bytes:
     return bytes.fromhex(text[2:]) if text.startswith("\\x") else text.encode()
 
 
+class UnrepresentableValue(ValueError):
+    """A source value its Avro type cannot carry; the message names the column and the fix."""
+
+
+# PostgreSQL's 'infinity' and '-infinity' travel as the largest and smallest values Avro
+# readers can hold; a PostgreSQL sink writes them back as infinity (see docs/type-mapping.md).
+TIMESTAMP_INFINITY = {"infinity": datetime.max, "-infinity": datetime.min}
+TIMESTAMPTZ_INFINITY = {k: v.replace(tzinfo=UTC) for k, v in TIMESTAMP_INFINITY.items()}
+DATE_INFINITY = {"infinity": date.max, "-infinity": date.min}
+
+
 def _parse_timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+    return TIMESTAMP_INFINITY.get(text) or datetime.fromisoformat(text)
+
+
+def _parse_timestamptz(text: str) -> datetime:
+    return TIMESTAMPTZ_INFINITY.get(text) or datetime.fromisoformat(text)
+
+
+def _parse_date(text: str) -> date:
+    return DATE_INFINITY.get(text) or date.fromisoformat(text)
+
+
+def _parse_decimal(col: Column, text: str) -> Decimal:
+    value = Decimal(text)
+    if not value.is_finite():
+        raise UnrepresentableValue(
+            f"column {col.name} ({col.sql_type}) holds {text}, which an Avro decimal cannot "
+            "carry; set `source.decimal_handling: string` in the task file"
+        )
+    return value.quantize(Decimal(1).scaleb(-(col.scale or 0)))
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
@@ -86,10 +115,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "float8": float,
     "bool": _parse_bool,
     "bytea": _parse_bytea,
-    "date": date.fromisoformat,
+    "date": _parse_date,
     "time": time.fromisoformat,
     "timestamp": _parse_timestamp,
-    "timestamptz": _parse_timestamp,
+    "timestamptz": _parse_timestamptz,
     "uuid": UUID,
 }
 
@@ -102,8 +131,16 @@ def parse_pg_text(col: Column, text: str | None) -> Any:
     if text is None:
         return None
     if col.type_name == "numeric":
-        if col.precision is None:
-            return text
-        return Decimal(text).quantize(Decimal(1).scaleb(-(col.scale or 0)))
+        return text if col.precision is None else _parse_decimal(col, text)
     parser = _PARSERS.get(col.type_name)
-    return parser(text) if parser else text
+    if parser is None:
+        return text
+    try:
+        return parser(text)
+    except ValueError as exc:
+        # Dates before year 1 or after 9999 (PostgreSQL has them; Python and most Avro
+        # readers do not), and time '24:00:00'.
+        raise UnrepresentableValue(
+            f"column {col.name} ({col.sql_type}) holds {text!r}, outside what its Avro type "
+            f"can carry ({exc}); exclude the table or change the value"
+        ) from None

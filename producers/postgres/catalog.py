@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from headwater.config import TableSelection
+from headwater.config import TableSelection, TaskConfig
 from producers.errors import SourceError
 from producers.postgres.pgoutput import Relation
 from schemas.tables import Column, TableId, TableSchema
@@ -59,6 +59,84 @@ def check_cdc_settings(conn: Conn) -> None:
         )
 
 
+def check_replication_role(conn: Conn) -> None:
+    """Raise SourceError unless the connected user may open replication connections."""
+    row = conn.execute(
+        "SELECT current_user, rolreplication OR rolsuper FROM pg_roles "
+        "WHERE rolname = current_user"
+    ).fetchone()
+    if row is not None and not row[1]:
+        raise SourceError(
+            f"source user {row[0]} lacks the REPLICATION attribute: run "
+            f"`ALTER ROLE {row[0]} WITH REPLICATION` as a superuser"
+        )
+
+
+def check_slot_capacity(conn: Conn, slot: str) -> None:
+    """Raise SourceError when the task needs a new slot and none is free."""
+    row = conn.execute(
+        """SELECT count(*) FILTER (WHERE slot_name = %s),
+                  count(*),
+                  current_setting('max_replication_slots')::int
+           FROM pg_replication_slots""",
+        (slot,),
+    ).fetchone()
+    assert row is not None
+    mine, used, limit = row
+    if not mine and used >= limit:
+        raise SourceError(
+            f"all {limit} replication slots of the source are in use: drop unused ones "
+            "(SELECT pg_drop_replication_slot(name) FROM pg_replication_slots WHERE NOT active) "
+            "or raise max_replication_slots and restart PostgreSQL"
+        )
+
+
+def check_publication_owner(conn: Conn, publication: str, tables: Sequence[TableId]) -> None:
+    """Raise SourceError when an existing publication lacks tables and we cannot add them."""
+    row = conn.execute(
+        """SELECT pg_get_userbyid(p.pubowner), p.pubowner = r.oid OR r.rolsuper
+           FROM pg_publication p, pg_roles r
+           WHERE p.pubname = %s AND r.rolname = current_user""",
+        (publication,),
+    ).fetchone()
+    if row is None or row[1]:
+        return
+    present = {
+        TableId(s, n)
+        for s, n in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+            (publication,),
+        ).fetchall()
+    }
+    missing = [str(t) for t in tables if t not in present]
+    if missing:
+        raise SourceError(
+            f"publication {publication} is owned by {row[0]} and lacks {', '.join(missing)}: "
+            f"ask {row[0]} to ALTER PUBLICATION {publication} ADD TABLE them, or set "
+            "source.publication to a publication of your own"
+        )
+
+
+def check_source_ready(conn: Conn, task: TaskConfig) -> list[TableId]:
+    """Every check a task's source must pass before anything is created; the selected
+    tables."""
+    streams = task.mode != "full-load"
+    if streams:
+        check_cdc_settings(conn)
+        check_replication_role(conn)
+        check_slot_capacity(conn, task.slot_name)
+    tables = selected_tables(conn, task.tables)
+    if not tables:
+        raise SourceError(
+            f"no source table matches tables.include {task.tables.include}; "
+            "check the patterns (schema.table, with * wildcards)"
+        )
+    require_primary_keys(conn, tables)
+    if streams:
+        check_publication_owner(conn, task.publication, tables)
+    return tables
+
+
 def selected_tables(conn: Conn, selection: TableSelection) -> list[TableId]:
     """The source tables the task's include/exclude patterns select."""
     tables = [TableId(s, n) for s, n in conn.execute(_TABLES_SQL).fetchall()]
@@ -76,9 +154,10 @@ def primary_key(conn: Conn, table: TableId) -> tuple[str, ...]:
 class TypeResolver:
     """Turns (type oid, typmod) into a Column's type name and declared type, cached."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, decimals_as_text: bool = False) -> None:
         self._conn = conn
         self._cache: dict[tuple[int, int], tuple[str, str]] = {}
+        self.decimals_as_text = decimals_as_text
 
     def resolve(self, oid: int, typmod: int) -> tuple[str, str]:
         key = (oid, typmod)
@@ -97,7 +176,7 @@ class TypeResolver:
     def column(self, name: str, oid: int, typmod: int, nullable: bool) -> Column:
         type_name, declared = self.resolve(oid, typmod)
         precision = scale = None
-        if type_name == "numeric" and typmod >= 4:
+        if type_name == "numeric" and typmod >= 4 and not self.decimals_as_text:
             precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
         return Column(name, type_name, declared, nullable, precision, scale)
 

@@ -19,7 +19,7 @@ from producers.postgres.pgoutput import (
     Update,
 )
 from schemas.envelope import ChangeEvent, Op, Row, SourceInfo
-from schemas.pg_types import parse_pg_text
+from schemas.pg_types import UnrepresentableValue, parse_pg_text
 from schemas.tables import TableId, TableSchema
 
 Describe = Callable[[Relation], TableSchema]
@@ -109,6 +109,20 @@ class ChangeBuilder:
         schema = self.relations.get(oid)
         if schema is None:  # a table outside the task that shares the publication
             return []
+        try:
+            return self._events_of(op, schema, lsn, old, new, old_key_only)
+        except UnrepresentableValue as exc:
+            raise UnrepresentableValue(f"table {schema.table}: {exc}") from None
+
+    def _events_of(
+        self,
+        op: Op,
+        schema: TableSchema,
+        lsn: int,
+        old: tuple[TupleValue, ...] | None,
+        new: tuple[TupleValue, ...] | None,
+        old_key_only: bool,
+    ) -> list[ChangeEvent]:
         before = _row(schema, old, old_key_only)[0] if old is not None else None
         if new is None:
             return [self._event("d", schema, lsn, before, None)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -32,6 +33,8 @@ from producers.postgres.replication import (
     slot_info,
 )
 from producers.task_state import TableProgress, TaskState, TaskStateStore
+from schemas.envelope import ChangeEvent
+from schemas.pg_types import UnrepresentableValue
 from schemas.registry import SchemaRegistry
 from schemas.tables import TableId, TableSchema
 
@@ -50,15 +53,8 @@ class PostgresProducer:
         self.stop = stop
         self.conn = connect(task.source.url)
         self.db = str(self.conn.info.dbname)
-        catalog.check_cdc_settings(self.conn)
-        self.types = catalog.TypeResolver(self.conn)
-        self.tables = catalog.selected_tables(self.conn, task.tables)
-        if not self.tables:
-            raise SourceError(
-                f"no source table matches tables.include {task.tables.include}; "
-                "check the patterns (schema.table, with * wildcards)"
-            )
-        catalog.require_primary_keys(self.conn, self.tables)
+        self.types = self._type_resolver()
+        self.tables = catalog.check_source_ready(self.conn, task)
         self.registry = SchemaRegistry(task.registry.url)
         self.registry.ping()
         self.writer = EventWriter(task, self.registry)
@@ -67,6 +63,10 @@ class PostgresProducer:
         self.state = self.store.load(task.name) or TaskState(task.name)
         self._last_save = 0.0
         self._snapshot_lsn: int | None = None
+
+    def _type_resolver(self) -> catalog.TypeResolver:
+        as_text = self.task.source.decimal_handling == "string"
+        return catalog.TypeResolver(self.conn, decimals_as_text=as_text)
 
     # --- entry point --------------------------------------------------------------------
 
@@ -170,6 +170,17 @@ class PostgresProducer:
             self._snapshot_lsn,
             self.task.source.snapshot_fetch_rows,
         )
+        try:
+            self._write_batches(batches, progress)
+        except UnrepresentableValue as exc:
+            raise SourceError(f"task {self.task.name}: table {schema.table}: {exc}") from None
+        if self.stop.is_set():
+            return
+        progress.done = True
+        progress.finished_ms = int(time.time() * 1000)
+        log.info("task %s: snapshot of %s: %d rows", self.task.name, schema.table, progress.rows)
+
+    def _write_batches(self, batches: Iterator[list[ChangeEvent]], progress: TableProgress) -> None:
         for batch in batches:
             for event in batch:
                 self.writer.write(event)
@@ -177,9 +188,6 @@ class PostgresProducer:
             self._save_state()
             if self.stop.is_set():
                 return
-        progress.done = True
-        progress.finished_ms = int(time.time() * 1000)
-        log.info("task %s: snapshot of %s: %d rows", self.task.name, schema.table, progress.rows)
 
     # --- streaming ----------------------------------------------------------------------
 
@@ -217,7 +225,7 @@ class PostgresProducer:
         try:
             if self.conn.closed or self.conn.broken:
                 self.conn = connect(self.task.source.url)
-                self.types = catalog.TypeResolver(self.conn)
+                self.types = self._type_resolver()
             if slot_info(self.conn, self.task.slot_name) is None:
                 raise SourceError(
                     f"replication slot {self.task.slot_name} disappeared while streaming "
@@ -241,7 +249,13 @@ class PostgresProducer:
                 frame = stream.read(timeout=0.2)
                 if isinstance(frame, XLogData):
                     msg = decode_message(frame.payload)
-                    for event in builder.on_message(msg, frame.wal_start):
+                    try:
+                        events = builder.on_message(msg, frame.wal_start)
+                    except UnrepresentableValue as exc:
+                        raise SourceError(
+                            f"task {self.task.name} at LSN {format_lsn(frame.wal_start)}: {exc}"
+                        ) from None
+                    for event in events:
                         self.writer.write(event)
                         self.state.events_streamed += 1
                     loop.on_message(msg, builder.tx is not None)
