@@ -62,8 +62,7 @@ def check_cdc_settings(conn: Conn) -> None:
 def check_replication_role(conn: Conn) -> None:
     """Raise SourceError unless the connected user may open replication connections."""
     row = conn.execute(
-        "SELECT current_user, rolreplication OR rolsuper FROM pg_roles "
-        "WHERE rolname = current_user"
+        "SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
     ).fetchone()
     if row is not None and not row[1]:
         raise SourceError(

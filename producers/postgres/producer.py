@@ -16,11 +16,18 @@ from headwater.config import TaskConfig
 from producers.errors import SourceError, SourceUnreachable
 from producers.event_writer import EventWriter
 from producers.postgres import catalog, snapshot
+from producers.postgres.acks import AckTracker
 from producers.postgres.changes import ChangeBuilder
 from producers.postgres.connection import connect
+from producers.postgres.incremental import (
+    SIGNAL_PREFIX,
+    WATERMARK_PREFIX,
+    IncrementalSnapshot,
+    parse_signal,
+)
 from producers.postgres.pgoutput import (
-    Commit,
     Keepalive,
+    LogicalMessage,
     Relation,
     XLogData,
     decode_message,
@@ -63,6 +70,7 @@ class PostgresProducer:
         self.state = self.store.load(task.name) or TaskState(task.name)
         self._last_save = 0.0
         self._snapshot_lsn: int | None = None
+        self.incremental = IncrementalSnapshot(task.name, task.topic_prefix, self.db)
 
     def _type_resolver(self) -> catalog.TypeResolver:
         as_text = self.task.source.decimal_handling == "string"
@@ -91,13 +99,20 @@ class PostgresProducer:
         slot = self.task.slot_name
         existing = slot_info(self.conn, slot)
         needs_load = self.task.mode == "full-load-and-cdc" and self.state.snapshot_status != "done"
-        if existing is not None and needs_load:
-            # A slot left by a full load that never finished: its snapshot is gone, start over.
+        if existing is not None and needs_load and self.state.snapshot_status == "running":
+            # A full load interrupted after its slot was made: the stream resumes at the
+            # slot's consistent point and the unfinished tables continue incrementally.
+            self._resume_load_incrementally()
+            needs_load = False
+        elif existing is not None and needs_load:
+            # A slot without any recorded load (its progress was forgotten): start over.
             log.warning(
-                "task %s: dropping slot %s of an unfinished full load", self.task.name, slot
+                "task %s: dropping slot %s of an unrecorded full load", self.task.name, slot
             )
             self._drop_slot_when_released(slot)
             existing = None
+        elif existing is not None:
+            self._queue_new_tables()
         if existing is None and not needs_load and self.state.snapshot_status != "pending":
             raise SourceError(
                 f"replication slot {slot} has disappeared, so changes since "
@@ -120,6 +135,32 @@ class PostgresProducer:
                 self.state.acked_position = format_lsn(created.consistent_point)
                 self._save_state(force=True)
         return stream
+
+    def _resume_load_incrementally(self) -> None:
+        for table in self.tables:
+            progress = self.state.tables.setdefault(str(table), TableProgress())
+            if not progress.done:
+                log.info(
+                    "task %s: resuming the load of %s after key %s",
+                    self.task.name,
+                    table,
+                    progress.last_key,
+                )
+                self.incremental.request(table, progress.last_key)
+
+    def _queue_new_tables(self) -> None:
+        """Tables the task selects now but never loaded (newly included): load them."""
+        for table in self.tables:
+            if str(table) not in self.state.tables:
+                log.info("task %s: %s is newly included; loading it", self.task.name, table)
+                self._request_snapshot(table)
+
+    def _request_snapshot(self, table: TableId) -> None:
+        self.state.tables[str(table)] = TableProgress(
+            estimate=catalog.estimated_rows(self.conn, table), started_ms=int(time.time() * 1000)
+        )
+        self.state.snapshot_status = "running"
+        self.incremental.request(table)
 
     def _drop_slot_when_released(self, slot: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -180,12 +221,16 @@ class PostgresProducer:
         progress.finished_ms = int(time.time() * 1000)
         log.info("task %s: snapshot of %s: %d rows", self.task.name, schema.table, progress.rows)
 
-    def _write_batches(self, batches: Iterator[list[ChangeEvent]], progress: TableProgress) -> None:
-        for batch in batches:
+    def _write_batches(
+        self, batches: Iterator[tuple[list[ChangeEvent], list[str]]], progress: TableProgress
+    ) -> None:
+        for batch, last_key in batches:
             for event in batch:
                 self.writer.write(event)
             progress.rows += len(batch)
-            self._save_state()
+            progress.last_key = last_key
+            # Flushed before saved: a resumed load never skips a row Kafka did not get.
+            self._save_state(flush=True)
             if self.stop.is_set():
                 return
 
@@ -242,13 +287,17 @@ class PostgresProducer:
         selected: set[TableId] = set(self.tables)
         builder = ChangeBuilder(self.task.topic_prefix, self.db, selected, self._describe)
         stream.start(self.task.slot_name, self.task.publication)
-        loop = _AckLoop(stream, self.writer, self.task.source.ack_interval_s)
+        loop = AckTracker(stream, self.writer, self.task.source.ack_interval_s)
         log.info("task %s: streaming slot %s", self.task.name, self.task.slot_name)
         try:
             while not self.stop.is_set():
+                if self.incremental.busy and self.incremental.chunk is None:
+                    self._next_chunk()
                 frame = stream.read(timeout=0.2)
                 if isinstance(frame, XLogData):
                     msg = decode_message(frame.payload)
+                    if isinstance(msg, LogicalMessage):
+                        self._on_logical_message(msg)
                     try:
                         events = builder.on_message(msg, frame.wal_start)
                     except UnrepresentableValue as exc:
@@ -256,6 +305,7 @@ class PostgresProducer:
                             f"task {self.task.name} at LSN {format_lsn(frame.wal_start)}: {exc}"
                         ) from None
                     for event in events:
+                        self.incremental.on_change(event)
                         self.writer.write(event)
                         self.state.events_streamed += 1
                     loop.on_message(msg, builder.tx is not None)
@@ -273,56 +323,61 @@ class PostgresProducer:
             if self.stop.is_set():
                 self._save_state(force=True)
 
-    def _save_state(self, force: bool = False) -> None:
+    # --- incremental snapshots ------------------------------------------------------------
+
+    def _next_chunk(self) -> None:
+        """Read the next chunk of the table at the head of the queue (between watermarks);
+        a table with no rows left is done."""
+        table = self.incremental.queue[0]
+        schema = catalog.describe_table(self.conn, table, self.types)
+        self.writer.register_table(schema)
+        if self.incremental.read_chunk(self.conn, schema):
+            return
+        progress = self.state.tables.setdefault(str(table), TableProgress())
+        progress.done = True
+        progress.finished_ms = int(time.time() * 1000)
+        log.info(
+            "task %s: incremental snapshot of %s done: %d rows",
+            self.task.name,
+            table,
+            progress.rows,
+        )
+        if not self.incremental.busy:
+            self.state.snapshot_status = "done"
+        self._save_state(force=True, flush=True)
+
+    def _on_logical_message(self, msg: LogicalMessage) -> None:
+        if msg.prefix == WATERMARK_PREFIX + self.task.name:
+            chunk = self.incremental.chunk
+            events = self.incremental.on_watermark(msg.content, msg.lsn)
+            if chunk is None or self.incremental.chunk is not None:
+                return  # a low watermark, or one of an abandoned chunk
+            for event in events:
+                self.writer.write(event)
+            progress = self.state.tables.setdefault(str(chunk.schema.table), TableProgress())
+            progress.rows += len(events)
+            progress.last_key = chunk.last_key_text
+            self._save_state(force=True, flush=True)
+        elif msg.prefix == SIGNAL_PREFIX + self.task.name:
+            for table in parse_signal(msg.content):
+                if table in self.tables:
+                    log.info("task %s: snapshot of %s requested", self.task.name, table)
+                    self._request_snapshot(table)
+                else:
+                    log.warning(
+                        "task %s: snapshot of %s requested, but the task does not "
+                        "select it; ignored",
+                        self.task.name,
+                        table,
+                    )
+
+    def _save_state(self, force: bool = False, flush: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_save >= _STATE_SAVE_INTERVAL_S:
+            if flush:
+                self.writer.flush()
             self.store.save(self.state)
             self._last_save = now
-
-
-class _AckLoop:
-    """Decides when to acknowledge which LSN: a commit's end once Kafka has all its events;
-    on an idle stream, the server's WAL end, so the slot never holds WAL back."""
-
-    def __init__(self, stream: ReplicationStream, writer: EventWriter, interval: float) -> None:
-        self.stream = stream
-        self.writer = writer
-        self.interval = interval
-        self.acked = 0
-        self.committed = 0  # end LSN of the last transaction whose events were all produced
-        self.server_end = 0
-        self.in_tx = False
-        self.reply_due = False
-        self._last = time.monotonic()
-        self._produced_at_ack = writer.produced  # the full load before this was flushed
-
-    def on_message(self, msg: object, in_tx: bool) -> None:
-        self.in_tx = in_tx
-        if isinstance(msg, Commit):
-            self.committed = max(self.committed, msg.end_lsn)
-
-    def on_keepalive(self, frame: Keepalive) -> None:
-        self.server_end = max(self.server_end, frame.wal_end)
-        self.reply_due = self.reply_due or frame.reply_requested
-
-    def maybe_ack(self, force: bool = False) -> bool:
-        """Flush and acknowledge when due; True when the acknowledged LSN moved."""
-        if not (force or self.reply_due or time.monotonic() - self._last >= self.interval):
-            return False
-        self._last = time.monotonic()
-        self.reply_due = False
-        candidate = self.committed
-        idle = not self.in_tx and self.writer.produced == self._produced_at_ack
-        if idle:
-            candidate = max(candidate, self.server_end)
-        if candidate > self.acked:
-            self.writer.flush()
-            self._produced_at_ack = self.writer.produced
-        moved = candidate > self.acked
-        self.acked = max(self.acked, candidate)
-        # Ask for a keepalive when idle so the next round learns the server's WAL end.
-        self.stream.send_status(self.acked, reply_requested=idle)
-        return moved
 
 
 def run_postgres_producer(task: TaskConfig, stop: threading.Event) -> None:

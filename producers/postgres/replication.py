@@ -61,7 +61,8 @@ class ReplicationStream:
     def start(self, slot: str, publication: str, start_lsn: int = 0) -> None:
         """START_REPLICATION from `start_lsn` (0 resumes at the slot's confirmed position)."""
         command = sql.SQL(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})"
+            "START_REPLICATION SLOT {} LOGICAL {} "
+            "(proto_version '1', publication_names {}, messages 'true')"
         ).format(sql.Identifier(slot), sql.SQL(format_lsn(start_lsn)), sql.Literal(publication))
         self.pgconn.send_query(command.as_bytes(self.conn))
         result = self.pgconn.get_result()

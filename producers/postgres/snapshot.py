@@ -40,9 +40,12 @@ def end_snapshot(conn: psycopg.Connection[Any]) -> None:
 
 
 def _copy_query(schema: TableSchema) -> sql.Composed:
+    # In key order, so an interrupted load knows where it stopped (see `incremental`).
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in schema.columns)
-    return sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
-        columns, sql.Identifier(schema.table.schema, schema.table.name)
+    return sql.SQL("COPY (SELECT {} FROM {} ORDER BY {}) TO STDOUT").format(
+        columns,
+        sql.Identifier(schema.table.schema, schema.table.name),
+        sql.SQL(", ").join(sql.Identifier(k) for k in schema.primary_key),
     )
 
 
@@ -53,21 +56,25 @@ def read_table(
     db: str,
     lsn: int | None,
     fetch_rows: int,
-) -> Iterator[list[ChangeEvent]]:
-    """Yield the table's rows as `r` events, in batches of up to `fetch_rows`."""
+) -> Iterator[tuple[list[ChangeEvent], list[str]]]:
+    """Yield the table's rows as `r` events in key order, in batches of up to `fetch_rows`,
+    each with the text form of its last primary key."""
     columns = schema.columns
+    key_index = [schema.column_names.index(k) for k in schema.primary_key]
     batch: list[ChangeEvent] = []
+    last: list[str] = []
     source = _source(schema, source_name, db, lsn)
     with conn.cursor() as cur, cur.copy(_copy_query(schema)) as copy:
         for row in copy.rows():
             after = {c.name: parse_pg_text(c, v) for c, v in zip(columns, row, strict=True)}
             batch.append(ChangeEvent(op="r", source=source, after=after, ts_ms=source.ts_ms))
+            last = [str(row[i]) for i in key_index]
             if len(batch) >= fetch_rows:
-                yield batch
+                yield batch, last
                 batch = []
                 source = _source(schema, source_name, db, lsn)
     if batch:
-        yield batch
+        yield batch, last
 
 
 def _source(schema: TableSchema, source_name: str, db: str, lsn: int | None) -> SourceInfo:
