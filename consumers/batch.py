@@ -45,6 +45,9 @@ class Upsert:
 Change = Upsert | None
 """The net change of one key: an upsert, or None for a delete."""
 
+Origin = tuple[str, int, int]
+"""Where a net change came from: (topic, partition, offset) of the last event of its key."""
+
 
 @dataclass(slots=True)
 class TableChanges:
@@ -54,6 +57,18 @@ class TableChanges:
     schema: TableSchema
     truncated: bool = False
     changes: dict[RowKey, Change] = field(default_factory=dict)
+    origins: dict[RowKey, Origin] = field(default_factory=dict)
+    topics: set[str] = field(default_factory=set)
+
+    def subset(self, keys: list[RowKey], truncated: bool) -> TableChanges:
+        """The changes of `keys` only (for isolating a record the target refuses)."""
+        return TableChanges(
+            self.schema,
+            truncated,
+            {k: self.changes[k] for k in keys},
+            {k: self.origins[k] for k in keys if k in self.origins},
+            self.topics,
+        )
 
     @property
     def upserts(self) -> dict[RowKey, Upsert]:
@@ -108,6 +123,7 @@ class _Collapser:
         self.batch = CollapsedBatch()
         # By identity: the records of a batch hold their schema objects while it collapses.
         self._all_columns: dict[int, frozenset[str]] = {}
+        self._origin: Origin = ("", 0, 0)
 
     def add(self, record: SinkRecord) -> None:
         self._advance(record)
@@ -116,7 +132,10 @@ class _Collapser:
         if record.schema is None:
             raise BatchError(f"{record.topic}[{record.partition}]@{record.offset}: no schema")
         self.batch.events += 1
-        self._apply(self._table(record.schema), record.event, record.schema)
+        table = self._table(record.schema)
+        table.topics.add(record.topic)
+        self._origin = (record.topic, record.partition, record.offset)
+        self._apply(table, record.event, record.schema)
 
     def _advance(self, record: SinkRecord) -> None:
         where = (record.topic, record.partition)
@@ -141,10 +160,13 @@ class _Collapser:
         if event.op == "t":
             table.truncated = True
             table.changes.clear()
+            table.origins.clear()
         elif event.op == "d":
             if event.before is None:
                 raise BatchError(f"delete on {schema.table} without `before`")
-            table.changes[row_key(event.before, schema)] = None
+            key = row_key(event.before, schema)
+            table.changes[key] = None
+            table.origins[key] = self._origin
         else:
             self._upsert(table, event, schema)
 
@@ -157,10 +179,12 @@ class _Collapser:
             if old_key != key and None not in old_key:
                 # A key change sent as one update: the old row goes, the new one comes.
                 table.changes[old_key] = None
+                table.origins[old_key] = self._origin
         available = self._columns_of(schema)
         if event.unavailable:
             available = available - set(event.unavailable)
         table.changes[key] = upsert_after(table.changes, key, event.after, available, schema)
+        table.origins[key] = self._origin
 
     def _columns_of(self, schema: TableSchema) -> frozenset[str]:
         names = self._all_columns.get(id(schema))

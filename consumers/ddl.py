@@ -1,6 +1,6 @@
 """Target DDL from a table's Avro-carried description: which column type a target gets for a
-source column, and the CREATE SCHEMA / CREATE TABLE / ADD COLUMN statements. PostgreSQL
-targets only for now; a MySQL or SQLite target adds its own type function and statements here.
+source column, and the CREATE SCHEMA / CREATE TABLE / ADD COLUMN statements, for PostgreSQL
+targets (MySQL/MariaDB and SQLite: consumers/mysql_target.py, sqlite_target.py, sql_tables.py).
 
 A PostgreSQL source's declared type (`format_type` output such as `numeric(12,2)`) is used
 verbatim, so a same-engine target is exact; other sources map by base type name.

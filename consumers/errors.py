@@ -6,6 +6,7 @@ wrong configuration are terminal."""
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import psycopg
 import sqlalchemy.exc
@@ -14,6 +15,15 @@ from confluent_kafka import KafkaError, KafkaException
 from schemas.registry import RegistryError
 
 _REGISTRY_5XX = re.compile(r"failed with 5\d\d")
+
+# MySQL/MariaDB error codes worth a retry: lock wait timeout, deadlock, server gone/lost,
+# cannot connect, too many connections, server shutting down.
+_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+
+# MySQL/MariaDB error codes of one record the target refuses: NULL in a NOT NULL column,
+# duplicate unique key, value out of range, truncated, wrong value, too long, foreign key,
+# CHECK constraint.
+MYSQL_RECORD_ERRORS = {1048, 1062, 1264, 1265, 1292, 1366, 1406, 1451, 1452, 1690, 3819, 4025}
 
 
 class SinkError(RuntimeError):
@@ -48,11 +58,40 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
+def mysql_code(exc: BaseException) -> int | None:
+    """The MySQL/MariaDB error number of `exc` (or of the driver error under it)."""
+    root = _root(exc)
+    # By module, not by class: PyMySQL has no type stubs here.
+    if _from_pymysql(root) and root.args and isinstance(root.args[0], int):
+        return root.args[0]
+    return None
+
+
+def _from_pymysql(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("pymysql")
+
+
+def is_record_error(exc: BaseException) -> bool:
+    """Whether `exc` is about the values of a record (a dead-letter case), not about the
+    target, its tables or the connection."""
+    root = _root(exc)
+    if isinstance(root, psycopg.errors.IntegrityError | psycopg.errors.DataError):
+        return True
+    if isinstance(root, sqlite3.IntegrityError | sqlite3.DataError):
+        return True
+    return mysql_code(root) in MYSQL_RECORD_ERRORS
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same batch later may succeed."""
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
     root = _root(exc)
+    if _from_pymysql(root):
+        # InterfaceError: the connection was closed under the driver.
+        return type(root).__name__ == "InterfaceError" or mysql_code(root) in _MYSQL_TRANSIENT
+    if isinstance(root, sqlite3.OperationalError):
+        return "locked" in str(root) or "busy" in str(root)
     if isinstance(root, psycopg.OperationalError):
         # Class 08 (connection), 40 (deadlock, serialization), 53 (resources), 55P03 (lock
         # not available), 57 (shutdown, query cancelled) all land here.

@@ -102,6 +102,10 @@ def write_offsets(
 
 def load_offsets(task: TaskConfig) -> dict[Partition, StoredOffset]:
     """Every stored offset of `task`, on a connection of its own."""
+    if task.target.engine != "postgres":
+        from consumers.sql_offsets import load_sql_offsets
+
+        return load_sql_offsets(task)
     engine = target_engine(task)
     try:
         with engine.connect() as conn:
@@ -115,6 +119,10 @@ def load_offsets(task: TaskConfig) -> dict[Partition, StoredOffset]:
 def forget_offsets(task: TaskConfig) -> int:
     """Delete the stored offsets of `task` (the next sink starts from the topics' start);
     the number of partitions forgotten."""
+    if task.target.engine != "postgres":
+        from consumers.sql_offsets import forget_sql_offsets
+
+        return forget_sql_offsets(task)
     engine = target_engine(task)
     try:
         with engine.begin() as conn:

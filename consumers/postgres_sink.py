@@ -2,7 +2,9 @@
 truncate if any, one COPY of every changed row into a temporary staging table, one DELETE of
 the deleted keys and one INSERT .. ON CONFLICT DO UPDATE per set of carried columns (one set
 unless unchanged TOAST columns were left out); then the partitions' next offsets into
-`headwater_offsets`; then commit. Tables are created or widened first (postgres_tables)."""
+`headwater_offsets`; then commit. Tables are created or widened first (postgres_tables), each
+in a savepoint so a table the sink cannot take stops alone; a record the target refuses is
+isolated by bisecting its table's changes in savepoints (consumers/outcome.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from sqlalchemy import Connection
 
 from consumers.batch import CollapsedBatch, RowKey, TableChanges, Upsert
 from consumers.ddl import qualified
-from consumers.errors import PositionConflict, TargetError, is_transient
+from consumers.errors import PositionConflict, TargetError, is_record_error, is_transient
 from consumers.offsets import (
     Partition,
     StoredOffset,
@@ -25,6 +27,15 @@ from consumers.offsets import (
     read_offsets,
     write_offsets,
 )
+from consumers.outcome import (
+    ApplyOutcome,
+    RecordRefused,
+    Rejected,
+    RejectHandler,
+    isolate_refused,
+    without_stopped,
+)
+from consumers.pg_values import pg_value
 from consumers.postgres_tables import PgConnection, PostgresTables
 from consumers.target import driver_connection, safe_target_url, target_engine
 from headwater.config import TaskConfig
@@ -52,8 +63,10 @@ class _Stage:
         return sql.Identifier("pg_temp", self.name)
 
 
-def _one_line(exc: psycopg.Error) -> str:
+def _one_line(exc: Exception) -> str:
     """The server's message, with the column it concerns when the server names one."""
+    if not isinstance(exc, psycopg.Error):
+        return str(exc)
     message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
     column = exc.diag.column_name
     if column is None:
@@ -93,6 +106,7 @@ class PostgresSink:
         self._tables = PostgresTables(task)
         self._stages: dict[TableId, _Stage] = {}
         self._stage_count = 0
+        self._staged: set[TableId] = set()  # stages holding rows in this transaction
         self.rows_applied = 0
 
     def close(self) -> None:
@@ -135,22 +149,63 @@ class PostgresSink:
             self._reset()
             raise
 
-    def apply(self, batch: CollapsedBatch, expected: Mapping[Partition, int | None]) -> None:
+    def apply(
+        self,
+        batch: CollapsedBatch,
+        expected: Mapping[Partition, int | None],
+        on_rejected: RejectHandler | None = None,
+    ) -> ApplyOutcome:
         """Apply `batch` and store its positions in one transaction. `expected` holds the
         next offset this sink believes the target stores for each partition (None: none);
-        if another sink moved one, raise PositionConflict and apply nothing."""
+        if another sink moved one, raise PositionConflict and apply nothing. Refused
+        records go to `on_rejected` before the commit."""
+        outcome = ApplyOutcome()
+        self._staged.clear()
         try:
             conn = self._connection()
             with conn.begin():
                 raw = driver_connection(conn)
                 self._check_positions(raw, batch, expected)
                 for table in sorted(batch.tables):
-                    self._apply_table(raw, batch.tables[table])
-                write_offsets(raw, self.task.name, batch.positions)
+                    self._prepare(raw, batch.tables[table].schema, outcome)
+                outcome.stored = without_stopped(batch, outcome.stopped)
+                for table in sorted(batch.tables):
+                    if table not in outcome.stopped:
+                        outcome.rejected += self._apply_table(raw, batch.tables[table])
+                if outcome.rejected and on_rejected is not None:
+                    on_rejected(outcome.rejected)
+                write_offsets(raw, self.task.name, outcome.stored)
         except BaseException:
             self._reset()
             raise
         self.rows_applied += sum(len(t.changes) for t in batch.tables.values())
+        return outcome
+
+    def _prepare(self, raw: PgConnection, schema: TableSchema, outcome: ApplyOutcome) -> None:
+        """Create or widen the table in a savepoint; one the sink cannot take is stopped."""
+        target = self.target_table(schema.table)
+        try:
+            if not schema.primary_key:
+                raise TargetError(
+                    f"task {self.task.name}: table {schema.table} has no primary key; add one "
+                    "in the source or exclude the table in `tables.exclude`",
+                    task=self.task.name,
+                    table=str(schema.table),
+                )
+            with raw.transaction():
+                self._tables.ensure(raw, target, schema)
+        except TargetError as exc:
+            log.error("%s; table stopped, the other tables go on", exc)
+            outcome.stopped[schema.table] = str(exc)
+        except psycopg.Error as exc:
+            if is_transient(exc):
+                raise
+            message = (
+                f"task {self.task.name}: cannot prepare target table {target} in "
+                f"{safe_target_url(self.task)}: {_one_line(exc)}"
+            )
+            log.error("%s; table stopped, the other tables go on", message)
+            outcome.stopped[schema.table] = message
 
     def _check_positions(
         self, raw: PgConnection, batch: CollapsedBatch, expected: Mapping[Partition, int | None]
@@ -164,13 +219,29 @@ class PostgresSink:
         if moved:
             raise PositionConflict(moved)
 
-    def _apply_table(self, raw: PgConnection, changes: TableChanges) -> None:
+    def _apply_table(self, raw: PgConnection, changes: TableChanges) -> list[Rejected]:
         target = self.target_table(changes.schema.table)
         try:
-            self._write_table(raw, target, changes)
+            if self.task.target.on_error == "stop":
+                self._write_table(raw, target, changes)
+                return []
+
+            if changes.changes:  # the stage must outlive the savepoints rolled back
+                self._ensure_stage(raw, target, changes.schema.column_names)
+
+            def attempt(part: TableChanges) -> None:
+                with raw.transaction():  # a savepoint
+                    self._write_table(raw, target, part)
+
+            return isolate_refused(changes, attempt, is_record_error, _one_line)
         except psycopg.Error as exc:
             if is_transient(exc):
                 raise
+            if is_record_error(exc):
+                raise RecordRefused(
+                    f"task {self.task.name}: cannot apply changes to {target} in "
+                    f"{safe_target_url(self.task)}: {_one_line(exc)}"
+                ) from exc
             raise TargetError(
                 f"task {self.task.name}: cannot apply changes to {target} in "
                 f"{safe_target_url(self.task)}: {_one_line(exc)}",
@@ -180,19 +251,14 @@ class PostgresSink:
 
     def _write_table(self, raw: PgConnection, target: TableId, changes: TableChanges) -> None:
         schema = changes.schema
-        if not schema.primary_key:
-            raise TargetError(
-                f"task {self.task.name}: table {schema.table} has no primary key; add one in "
-                "the source or exclude the table in `tables.exclude`",
-                task=self.task.name,
-                table=str(schema.table),
-            )
-        self._tables.ensure(raw, target, schema)
         if changes.truncated:
             raw.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
         if not changes.changes:
             return
         stage = self._ensure_stage(raw, target, schema.column_names)
+        if target in self._staged:  # an earlier attempt of this transaction left rows
+            raw.execute(sql.SQL("DELETE FROM {}").format(stage.ref))
+        self._staged.add(target)
         groups = _upsert_groups(changes)
         self._copy(raw, stage, schema, changes.deletes, groups)
         deleted = changes.deletes
@@ -228,7 +294,7 @@ class PostgresSink:
                 )
             for number, (_columns, upserts) in enumerate(groups, start=1):
                 for upsert in upserts:
-                    copy.write_row((number, *(upsert.row.get(c) for c in stage.columns)))
+                    copy.write_row((number, *(pg_value(upsert.row.get(c)) for c in stage.columns)))
 
     def _upsert(
         self,

@@ -19,6 +19,7 @@ from consumers.ddl import (
     postgres_column_type,
 )
 from consumers.errors import TargetError
+from consumers.type_watch import TypeWatch
 from headwater.config import TaskConfig
 from schemas.tables import Column, TableId, TableSchema
 
@@ -33,6 +34,7 @@ class PostgresTables:
     def __init__(self, task: TaskConfig) -> None:
         self.task = task
         self._columns: dict[TableId, tuple[str, ...]] = {}
+        self._watch = TypeWatch(task.name)
 
     def forget(self) -> None:
         """Drop what is cached (after a rollback or a new connection)."""
@@ -40,6 +42,9 @@ class PostgresTables:
 
     def ensure(self, raw: PgConnection, target: TableId, schema: TableSchema) -> None:
         """Create `target` from `schema` if missing, or add the columns it lacks."""
+        self._watch.check(
+            target, schema, lambda name: postgres_column_type(schema.column(name), schema.engine)
+        )
         known = self._columns.get(target)
         if known is not None and set(schema.column_names) <= set(known):
             return

@@ -2,9 +2,10 @@
 its offsets in one target transaction, then commit the offsets to Kafka (for lag display
 only). Where to resume is read from the target on every assignment, so a crash neither loses
 nor repeats a change. The error policy lives here and nowhere else: transient failures are
-retried with backoff, anything else stops the sink with one clear log line.
-
-Records that cannot be applied stop the sink for now; a dead-letter topic comes later.
+retried with backoff, anything else stops the sink with one clear log line. A record the
+target refuses goes to the dead-letter topic (`target.on_error: dlq`, the default) or stops
+the sink (`stop`); a table the target cannot take (missing with `create_tables: false`, a
+changed column type) is stopped alone: its partitions are paused and their offsets kept.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from consumers.batch import BatchError, CollapsedBatch, SinkRecord, collapse
+from consumers.batch import BatchError, CollapsedBatch, Origin, SinkRecord, collapse
+from consumers.dead_letters import DeadLetterWriter, RawMessage
 from consumers.decode import RecordDecoder, is_change_topic, subscription_pattern
 from consumers.errors import PositionConflict, SinkError, is_transient
 from consumers.offsets import Partition
-from consumers.postgres_sink import PostgresSink
+from consumers.outcome import ApplyOutcome, RecordRefused, Rejected, TargetSink
 from headwater.config import TaskConfig
 from schemas.registry import SchemaRegistry
 from schemas.serde import AvroSerde
@@ -70,16 +72,32 @@ def describe_positions(messages: Iterable[SinkRecord]) -> str:
     return ", ".join(f"{t}[{p}]@{a}..{b}" for (t, p), (a, b) in sorted(spans.items()))
 
 
+def target_sink(task: TaskConfig) -> TargetSink:
+    """The apply path of the task's target engine."""
+    if task.target.engine in ("mysql", "sqlite"):
+        from consumers.sql_offsets import sql_dialect
+        from consumers.sql_sink import SqlSink
+
+        return SqlSink(task, sql_dialect(task))
+    from consumers.postgres_sink import PostgresSink
+
+    return PostgresSink(task)
+
+
 class SinkLoop:
     """One sink consumer of one task; `run` until `stop` is set or a terminal error."""
 
     def __init__(self, task: TaskConfig, stop: threading.Event) -> None:
         self.task = task
         self.stop = stop
-        self.prefix = task.topic_prefix
+        # The transformed topics when the task has table mappings, else the raw ones.
+        self.prefix = task.sink_topic_prefix
         self.registry = SchemaRegistry(task.registry.url)
         self.decoder = RecordDecoder(self.prefix, AvroSerde(self.registry))
-        self.target = PostgresSink(task)
+        self.target = target_sink(task)
+        self.dead_letters: DeadLetterWriter | None = None
+        self.stopped_topics: set[str] = set()
+        self._raw: dict[Origin, RawMessage] = {}
         config = consumer_config(task)
         self.consumer = Consumer(config)
         self.cooperative = is_cooperative(config)
@@ -105,7 +123,10 @@ class SinkLoop:
             self._log_progress()
 
     def close(self) -> None:
-        for closing in (self.consumer.close, self.target.close, self.registry.close):
+        closers = [self.consumer.close, self.target.close, self.registry.close]
+        if self.dead_letters is not None:
+            closers.append(self.dead_letters.close)
+        for closing in closers:
             try:
                 closing()
             except Exception as exc:
@@ -115,6 +136,8 @@ class SinkLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         wanted = [(p.topic, p.partition) for p in partitions]
+        # A table stopped earlier is tried again when its partitions come back.
+        self.stopped_topics -= {p.topic for p in partitions}
         stored = self._retrying(
             lambda: self.target.stored_offsets(wanted), "reading stored offsets"
         )
@@ -159,12 +182,23 @@ class SinkLoop:
                 task=self.task.name,
                 position=where,
             ) from exc
+        self._raw = {
+            (str(m.topic()), m.partition() or 0, m.offset() or 0): (m.key(), m.value())
+            for m in live
+        }
         try:
-            self._retrying(
-                lambda: self.target.apply(batch, self.expected),
+            outcome = self._retrying(
+                lambda: self.target.apply(batch, self.expected, self._dead_letter),
                 "applying a batch",
                 describe_positions(records),
             )
+        except RecordRefused as exc:
+            where = describe_positions(records)
+            raise SinkError(
+                f"{exc} (batch at {where}; set `target.on_error: dlq` to divert such records)",
+                task=self.task.name,
+                position=where,
+            ) from exc
         except PositionConflict as conflict:
             log.warning(
                 "task %s: %s; dropping the batch and resuming from the target's offsets",
@@ -180,7 +214,33 @@ class SinkLoop:
             raise SinkError(
                 f"{exc} (batch at {where})", task=self.task.name, table=exc.table, position=where
             ) from exc
-        self._committed(batch)
+        finally:
+            self._raw = {}
+        self._committed(batch, outcome)
+
+    def _dead_letter(self, rejected: list[Rejected]) -> None:
+        if self.dead_letters is None:
+            self.dead_letters = DeadLetterWriter(self.task)
+        self.dead_letters.write(rejected, self._raw)
+        for r in rejected:
+            log.warning(
+                "task %s: record %s of %s refused by the target (%s); sent to %s",
+                self.task.name,
+                "{}[{}]@{}".format(*r.origin) if r.origin else "?",
+                r.table,
+                r.reason,
+                self.dead_letters.topic,
+            )
+
+    def _stop_tables(self, batch: CollapsedBatch, outcome: ApplyOutcome) -> None:
+        """Pause the partitions of tables the target cannot take; the rest go on."""
+        topics = {t for table in outcome.stopped for t in batch.tables[table].topics}
+        topics -= self.stopped_topics
+        if not topics:
+            return
+        self.stopped_topics |= topics
+        paused = [tp for tp in self.consumer.assignment() if tp.topic in topics]
+        self.consumer.pause(paused)
 
     def _usable(self, message: Message) -> bool:
         err = message.error()
@@ -192,7 +252,8 @@ class SinkLoop:
                 )
             log.warning("task %s: Kafka: %s", self.task.name, err.str())
             return False
-        return is_change_topic(self.prefix, str(message.topic()))
+        topic = str(message.topic())
+        return is_change_topic(self.prefix, topic) and topic not in self.stopped_topics
 
     def _decode(self, messages: list[Message]) -> list[SinkRecord]:
         records = []
@@ -211,9 +272,10 @@ class SinkLoop:
                 ) from exc
         return records
 
-    def _committed(self, batch: CollapsedBatch) -> None:
+    def _committed(self, batch: CollapsedBatch, outcome: ApplyOutcome) -> None:
+        self._stop_tables(batch, outcome)
         offsets = []
-        for (topic, partition), pos in batch.positions.items():
+        for (topic, partition), pos in outcome.stored.items():
             self.expected[(topic, partition)] = pos.next_offset
             offsets.append(TopicPartition(topic, partition, pos.next_offset))
         self.events_applied += batch.events
@@ -242,7 +304,7 @@ class SinkLoop:
         while True:
             try:
                 return action()
-            except (PositionConflict, SinkError):
+            except (PositionConflict, SinkError, RecordRefused):
                 raise
             except Exception as exc:
                 if not is_transient(exc):
@@ -284,11 +346,6 @@ class SinkLoop:
 def run_sink(task: TaskConfig, stop: threading.Event) -> None:
     """Apply the task's change topics to its target until `stop` is set. Raises SinkError
     (after logging it) on a terminal error."""
-    if task.target.engine != "postgres":
-        raise SinkError(
-            f"target.engine {task.target.engine!r} has no sink yet; use engine: postgres",
-            task=task.name,
-        )
     loop = SinkLoop(task, stop)
     try:
         loop.run()

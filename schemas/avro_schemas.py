@@ -5,9 +5,11 @@ target table from the schema alone, and ordinary Avro readers ignore them."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
+from schemas.mysql_types import mysql_avro_type
 from schemas.pg_types import avro_type_for
 from schemas.tables import Column, TableId, TableSchema
 
@@ -37,6 +39,7 @@ SOURCE_SCHEMA: dict[str, Any] = {
 }
 
 
+@functools.lru_cache(maxsize=8192)  # called per column of every event a sink decodes
 def avro_name(name: str) -> str:
     """A valid Avro name for an SQL identifier (the original stays in `headwater.column`)."""
     cleaned = _AVRO_NAME.sub("_", name)
@@ -47,8 +50,8 @@ def _namespace(prefix: str, table: TableId) -> str:
     return ".".join(avro_name(p) for p in (prefix, table.schema, table.name))
 
 
-def _field(col: Column, optional: bool) -> dict[str, Any]:
-    avro_type = avro_type_for(col)
+def _field(col: Column, optional: bool, engine: str = "postgres") -> dict[str, Any]:
+    avro_type = mysql_avro_type(col) if engine == "mysql" else avro_type_for(col)
     field: dict[str, Any] = {
         "name": avro_name(col.name),
         "type": ["null", avro_type] if optional else avro_type,
@@ -68,7 +71,7 @@ def key_schema(prefix: str, table: TableSchema) -> dict[str, Any]:
         "type": "record",
         "name": "Key",
         "namespace": _namespace(prefix, table.table),
-        "fields": [_field(c, optional=False) for c in table.key_columns],
+        "fields": [_field(c, optional=False, engine=table.engine) for c in table.key_columns],
     }
 
 
@@ -80,7 +83,7 @@ def value_schema(prefix: str, table: TableSchema) -> dict[str, Any]:
     row = {
         "type": "record",
         "name": "Value",
-        "fields": [_field(c, optional=True) for c in table.columns],
+        "fields": [_field(c, optional=True, engine=table.engine) for c in table.columns],
         "headwater.primary_key": list(table.primary_key),
         "headwater.engine": table.engine,
     }

@@ -8,7 +8,7 @@ same row seen in the log become byte-identical Avro.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -78,22 +78,26 @@ class UnrepresentableValue(ValueError):
     """A source value its Avro type cannot carry; the message names the column and the fix."""
 
 
-# PostgreSQL's 'infinity' and '-infinity' travel as the largest and smallest values Avro
-# readers can hold; a PostgreSQL sink writes them back as infinity (see docs/type-mapping.md).
-TIMESTAMP_INFINITY = {"infinity": datetime.max, "-infinity": datetime.min}
-TIMESTAMPTZ_INFINITY = {k: v.replace(tzinfo=UTC) for k, v in TIMESTAMP_INFINITY.items()}
-DATE_INFINITY = {"infinity": date.max, "-infinity": date.min}
+class PgInfinity(int):
+    """PostgreSQL's `infinity` or `-infinity` in a date or timestamp column. It travels as
+    the extreme Avro int/long that PostgreSQL itself uses for it internally, so no real value
+    is taken for it (9999-12-31 stays a date); `schemas.avro_logical` reads it back as this
+    type, and a PostgreSQL sink writes it as infinity again."""
+
+    @property
+    def text(self) -> str:
+        return "infinity" if self > 0 else "-infinity"
 
 
-def _parse_timestamp(text: str) -> datetime:
+DATE_INFINITY = {"infinity": PgInfinity(2**31 - 1), "-infinity": PgInfinity(-(2**31))}
+TIMESTAMP_INFINITY = {"infinity": PgInfinity(2**63 - 1), "-infinity": PgInfinity(-(2**63))}
+
+
+def _parse_timestamp(text: str) -> datetime | PgInfinity:
     return TIMESTAMP_INFINITY.get(text) or datetime.fromisoformat(text)
 
 
-def _parse_timestamptz(text: str) -> datetime:
-    return TIMESTAMPTZ_INFINITY.get(text) or datetime.fromisoformat(text)
-
-
-def _parse_date(text: str) -> date:
+def _parse_date(text: str) -> date | PgInfinity:
     return DATE_INFINITY.get(text) or date.fromisoformat(text)
 
 
@@ -118,7 +122,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "date": _parse_date,
     "time": time.fromisoformat,
     "timestamp": _parse_timestamp,
-    "timestamptz": _parse_timestamptz,
+    "timestamptz": _parse_timestamp,
     "uuid": UUID,
 }
 

@@ -425,10 +425,12 @@ def test_sink_survives_losing_its_target_connection_and_finds_new_topics(
 
 
 def test_terminal_error_stops_the_sink_with_the_table_and_position(
-    task: TaskConfig, feed: ChangeFeed
+    make_task: Callable[..., TaskConfig],
 ) -> None:
     from consumers.errors import SinkError
 
+    task = make_task(target={"on_error": "stop"})
+    feed = ChangeFeed(task)
     bad = table_schema("bad")
     url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as conn:
@@ -455,6 +457,36 @@ def test_terminal_error_stops_the_sink_with_the_table_and_position(
     assert "public.bad" in str(error)
     assert f"{feed.topic(bad)}[0]@0..0" in str(error)
     assert load_offsets(task) == {}
+    feed.serde.registry.close()
+
+
+def test_refused_records_go_to_the_dead_letter_topic(task: TaskConfig, feed: ChangeFeed) -> None:
+    from tests.integration.test_sql_sinks import read_dead_letters
+
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE public.checked (id integer PRIMARY KEY, name text CHECK (name <> 'bad'),"
+            " price numeric(12,2), note text, created timestamptz, payload jsonb, uid uuid,"
+            " data bytea, day date, at time)"
+        )
+    checked = table_schema("checked")
+    feed.register(checked)
+    poison = {5, 77, 78}
+    for key in range(1, 201):
+        feed.send(checked, "c", after=row(key, name="bad") if key in poison else row(key))
+    feed.flush()
+    sink = start_sink(task)
+    try:
+        wait_caught_up(task, topics=1)
+    finally:
+        sink.halt()
+    ids = [r[0] for r in target_rows(task, checked.table)]
+    assert ids == [k for k in range(1, 201) if k not in poison]
+    letters = read_dead_letters(task, len(poison))
+    offsets = sorted(int(dict(m.headers())["headwater.offset"]) for m in letters)
+    assert offsets == sorted(k - 1 for k in poison)
+    assert all(b"check" in dict(m.headers())["headwater.error"] for m in letters)
 
 
 def test_two_sinks_in_one_group_share_the_partitions(

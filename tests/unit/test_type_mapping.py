@@ -131,3 +131,36 @@ def test_schema_carries_what_a_sink_needs() -> None:
 def test_uuid_text_parses_to_uuid() -> None:
     token = uuid.uuid4()
     assert parse_pg_text(TABLE.column("token"), str(token)) == token
+
+
+def test_infinities_round_trip_without_taking_a_real_value() -> None:
+    from schemas import avro_logical  # noqa: F401  (what the serde installs)
+    from schemas.pg_types import PgInfinity
+
+    table = TableSchema(
+        TableId("public", "edges"),
+        (
+            Column("id", "int4", "integer", False),
+            Column("day", "date", "date"),
+            Column("at", "timestamptz", "timestamp with time zone"),
+            Column("local_at", "timestamp", "timestamp without time zone"),
+        ),
+        ("id",),
+    )
+    schema = value_schema("demo", table)
+    source = SourceInfo("postgresql", "demo", "src", table.table, 1, "false")
+    for texts in (
+        ("infinity",) * 3,
+        ("-infinity",) * 3,
+        ("9999-12-31", "9999-12-31 23:59:59.999999+00", "0001-01-01 00:00:00"),
+    ):
+        row = {
+            "id": 1,
+            **{c.name: parse_pg_text(c, t) for c, t in zip(table.columns[1:], texts, strict=True)},
+        }
+        decoded = _round_trip(schema, envelope_record(ChangeEvent("c", source, after=row), table))
+        after = event_from_record(decoded, table).after
+        assert after == row
+        assert all(isinstance(after[c], PgInfinity) for c in ("day", "at", "local_at")) == (
+            "infinity" in texts[0]
+        )
