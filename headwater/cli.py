@@ -71,6 +71,21 @@ def status(
 
 
 @app.command()
+def snapshot(
+    task_file: TaskFile,
+    table: Annotated[
+        list[str], typer.Option("--table", help="schema.table to snapshot; repeatable.")
+    ],
+) -> None:
+    """Snapshot tables again while the task streams, without a gap or a stale overwrite."""
+    from headwater.resnapshot import request_snapshot
+
+    task = _task(task_file)
+    for requested in request_snapshot(task, table):
+        out.print(f"requested an incremental snapshot of {requested} for task {task.name}")
+
+
+@app.command()
 def cleanup(
     task_file: TaskFile,
     topics: Annotated[bool, typer.Option(help="Also delete the task's Kafka topics.")] = False,
@@ -96,15 +111,95 @@ def demo(
     raise typer.Exit(run_demo(rows=rows, changes=changes, console=out))
 
 
+JsonReport = Annotated[
+    Path | None, typer.Option("--json", help="Also write the report as JSON to FILE.")
+]
+HtmlReport = Annotated[
+    Path | None, typer.Option("--html", help="Also write the report as an HTML page to FILE.")
+]
+TableNames = Annotated[
+    list[str] | None, typer.Option("--tables", help="Only these tables (comma-separated).")
+]
+
+
+@app.command()
+def validate(
+    task_file: TaskFile,
+    tables: TableNames = None,
+    sums: Annotated[
+        list[str] | None,
+        typer.Option("--sum", help="Columns to total (col or table.col); default: numeric."),
+    ] = None,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per checksummed chunk.")] = 20_000,
+    recheck_timeout: Annotated[
+        float, typer.Option(help="Under CDC: wait up to S s for lag 0 before the recheck.")
+    ] = 120,
+    json_file: JsonReport = None,
+    html_file: HtmlReport = None,
+) -> None:
+    """Compare source and target: row counts, checksums narrowed to the differing rows,
+    numeric totals and foreign keys in the target. Exit 1 when anything differs."""
+    from headwater.check_commands import run_validate, split_names
+
+    code = run_validate(
+        _task(task_file),
+        split_names(tables),
+        split_names(sums),
+        chunk_rows,
+        recheck_timeout,
+        json_file,
+        html_file,
+        out,
+        err,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def assess(task_file: TaskFile, json_file: JsonReport = None, html_file: HtmlReport = None) -> None:
+    """Premigration assessment of source, tables, target and Kafka: pass, warn or fail per
+    check. Exit 0 when nothing fails."""
+    from headwater.check_commands import run_assess
+
+    raise typer.Exit(run_assess(_task(task_file), json_file, html_file, out))
+
+
+@app.command()
+def convert(
+    task_file: TaskFile,
+    apply: Annotated[bool, typer.Option(help="Run the table DDL on the target.")] = False,
+    post_load: Annotated[
+        bool, typer.Option(help="With --apply: run the indexes and foreign keys instead.")
+    ] = False,
+    sql_file: Annotated[
+        Path | None, typer.Option("--sql", help="Also write the DDL to FILE.")
+    ] = None,
+    json_file: JsonReport = None,
+    html_file: HtmlReport = None,
+) -> None:
+    """Target DDL for the selected tables, and what needs a person. Foreign keys and
+    secondary indexes come after the full load: `--apply`, load, `--apply --post-load`."""
+    from headwater.check_commands import run_convert
+
+    if post_load and not apply:
+        raise ConfigError(
+            "--post-load goes with --apply: headwater convert TASK --apply --post-load"
+        )
+    code = run_convert(_task(task_file), apply, post_load, sql_file, json_file, html_file, out)
+    raise typer.Exit(code)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from consumers.errors import SinkError
     from headwater.runner import StageFailed
     from headwater.stack.service import StackError
     from producers.errors import DeliveryError, SourceError
     from schemas.registry import RegistryError
+    from transforms.errors import TableMappingError
 
     return (
         ConfigError,
+        TableMappingError,
         SourceError,
         DeliveryError,
         RegistryError,

@@ -1,0 +1,2 @@
+"""`headwater convert`: target DDL from the source catalog (tables, then indexes and foreign
+keys after the full load) and an honest list of what needs a person."""
