@@ -230,8 +230,15 @@ class PostgresSink:
                 self._ensure_stage(raw, target, changes.schema.column_names)
 
             def attempt(part: TableChanges) -> None:
-                with raw.transaction():  # a savepoint
-                    self._write_table(raw, target, part)
+                known = self._stages.get(target)
+                try:
+                    with raw.transaction():  # a savepoint
+                        self._write_table(raw, target, part)
+                except Exception:
+                    # A stage created or replaced inside the savepoint died with it.
+                    if self._stages.get(target) is not known:
+                        self._stages.pop(target, None)
+                    raise
 
             return isolate_refused(changes, attempt, is_record_error, _one_line)
         except psycopg.Error as exc:

@@ -47,7 +47,11 @@ def _topics(task: TaskConfig) -> Iterator[str]:
 
 def cleanup_task(task: TaskConfig, topics: bool = False, target: bool = False) -> Iterator[str]:
     """Undo the task's footprint; yields one line per thing removed."""
-    yield from _source(task)
+    if task.source.engine == "mysql":
+        # A binlog reader keeps no state in the server; its position lives in the state topic.
+        yield "nothing to drop in the MySQL source"
+    else:
+        yield from _source(task)
     TaskStateStore(task.kafka.bootstrap_servers).delete(task.name)
     yield f"forgot the progress of task {task.name}"
     if topics:

@@ -70,6 +70,10 @@ def compare_table(
 
 def compare_task(task: TaskConfig) -> list[TableComparison]:
     """Compare every table the task selects."""
+    if task.target.engine != "postgres":
+        from headwater.compare_sql import compare_sql_task
+
+        return compare_sql_task(task)
     with connect(task.source.url) as src, connect(task.target.url, role="target") as dst:
         src.autocommit = dst.autocommit = False
         tables = catalog.selected_tables(src, task.tables)

@@ -63,6 +63,8 @@ def headline(status: TaskStatus) -> str:
     if status.slot:
         parts.append(f"slot retains {status.slot['retained_wal_bytes']:,} WAL bytes")
     parts.append(f"total lag {status.total_lag:,}")
+    if status.dead_letters:
+        parts.append(f"dead letters {status.dead_letters:,}")
     return " | ".join(parts)
 
 

@@ -8,7 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from headwater.config import TaskConfig
-from producers.errors import DeliveryError, SourceError
+from producers.errors import DeliveryError
 from producers.postgres import catalog
 from producers.postgres.connection import connect
 from schemas.registry import SchemaRegistry
@@ -53,16 +53,36 @@ def check_registry(task: TaskConfig) -> None:
 
 def check_target(task: TaskConfig) -> None:
     if task.target.engine != "postgres":
-        raise SourceError(
-            f"target.engine {task.target.engine!r} has no sink yet; use engine: postgres"
-        )
+        from consumers.sql_check import check_sql_target
+
+        check_sql_target(task)
+        return
     with connect(task.target.url, role="target") as conn:
         conn.execute("SELECT 1")
+
+
+def check_table_mappings(task: TaskConfig) -> None:
+    """The table mappings parse and every rule finds what it names in the source tables the
+    task selects (a TableMappingError names the rule and the fix)."""
+    from transforms.load import task_engine
+    from transforms.validate import check_mappings
+
+    engine = task_engine(task)
+    if engine is None or task.source.engine != "postgres":
+        return  # MySQL sources: the rules are parsed but not yet checked against the catalog
+    with connect(task.source.url) as conn:
+        types = catalog.TypeResolver(conn)
+        tables = [
+            catalog.describe_table(conn, t, types)
+            for t in catalog.selected_tables(conn, task.tables)
+        ]
+    check_mappings(engine.mappings, engine, tables)
 
 
 def preflight(task: TaskConfig) -> int:
     """Run every check; the number of source tables the task selects."""
     count = check_source(task)
+    check_table_mappings(task)
     check_target(task)
     check_kafka(task)
     check_registry(task)

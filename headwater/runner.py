@@ -35,16 +35,26 @@ class TaskRunner:
         self.errors: mp.Queue[tuple[str, str]] = self._ctx.Queue()
         self.procs: dict[str, BaseProcess] = {}
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The task's stages; the transform stage only when it has table mappings."""
+        if self.task.has_table_mappings:
+            return ("producer", "transform", "sink")
+        return ("producer", "sink")
+
     def start(self) -> None:
-        data = self.task.model_dump(by_alias=True)
-        for name in ("producer", "sink"):
-            proc = self._ctx.Process(
-                target=run_stage,
-                args=(name, data, self.errors, self.log_level),
-                name=f"headwater-{self.task.name}-{name}",
-            )
-            proc.start()
-            self.procs[name] = proc
+        for name in self.stage_names:
+            self.start_stage(name)
+
+    def start_stage(self, name: str) -> None:
+        """Start (or restart, after it died) one stage's process."""
+        proc = self._ctx.Process(
+            target=run_stage,
+            args=(name, self.task.model_dump(by_alias=True), self.errors, self.log_level),
+            name=f"headwater-{self.task.name}-{name}",
+        )
+        proc.start()
+        self.procs[name] = proc
 
     def check(self) -> None:
         """Raise StageFailed if a stage has failed."""
@@ -57,9 +67,10 @@ class TaskRunner:
         for name, proc in self.procs.items():
             if proc.exitcode not in (None, 0):
                 raise StageFailed(f"{name} exited with code {proc.exitcode}; see its log above")
-        sink = self.procs.get("sink")
-        if sink is not None and sink.exitcode == 0:
-            raise StageFailed("sink stopped unexpectedly")
+        for name in ("sink", "transform"):
+            stage_proc = self.procs.get(name)
+            if stage_proc is not None and stage_proc.exitcode == 0:
+                raise StageFailed(f"{name} stopped unexpectedly")
         producer = self.procs.get("producer")
         if producer is not None and producer.exitcode == 0 and self.task.mode != "full-load":
             raise StageFailed("producer stopped unexpectedly")

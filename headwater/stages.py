@@ -21,6 +21,11 @@ StageFn = Callable[[TaskConfig, threading.Event], None]
 def _producer(task: TaskConfig, stop: threading.Event) -> None:
     from producers.errors import SourceError
 
+    if task.source.engine == "mysql":
+        from producers.mysql.producer import run_mysql_producer
+
+        run_mysql_producer(task, stop)
+        return
     if task.source.engine != "postgres":
         raise SourceError(
             f"source.engine {task.source.engine!r} has no producer yet; use engine: postgres"
@@ -36,7 +41,13 @@ def _sink(task: TaskConfig, stop: threading.Event) -> None:
     run_sink(task, stop)
 
 
-STAGES: dict[str, StageFn] = {"producer": _producer, "sink": _sink}
+def _transform(task: TaskConfig, stop: threading.Event) -> None:
+    from transforms.processor import run_processor
+
+    run_processor(task, stop)
+
+
+STAGES: dict[str, StageFn] = {"producer": _producer, "transform": _transform, "sink": _sink}
 
 # Errors a user can fix: shown as their message, without a traceback.
 _USER_ERRORS = (
@@ -46,6 +57,8 @@ _USER_ERRORS = (
     "RegistryError",
     "DeliveryError",
     "SinkError",
+    "TableMappingError",
+    "TransformError",
 )
 
 

@@ -8,12 +8,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from consumers.lag import PartitionLag, sink_lag
+from consumers.lag import PartitionLag, dead_letter_count, sink_lag
 from headwater.config import TaskConfig
+from producers.mysql.position import BinlogPosition
 from producers.postgres.connection import connect
 from producers.postgres.pgoutput import parse_lsn
 from producers.postgres.replication import slot_info
 from producers.task_state import TaskState, TaskStateStore
+from transforms.progress import transform_lag
 
 
 @dataclass
@@ -26,6 +28,8 @@ class TaskStatus:
     slot: dict[str, Any] | None
     partitions: list[PartitionLag] = field(default_factory=list)
     collected_ms: int = 0
+    engine: str = "postgres"
+    dead_letters: int = 0  # records the sink sent to `<prefix>.dlq`
 
     @property
     def load_finished(self) -> bool:
@@ -46,6 +50,10 @@ class TaskStatus:
 
     @property
     def confirmed_lsn(self) -> int | None:
+        if self.engine == "mysql":
+            # The saved binlog position, as a number that grows along the binlog.
+            saved = BinlogPosition.from_dict(self.state.binlog) if self.state else None
+            return saved.ordinal if saved else None
         if not self.slot or not self.slot.get("confirmed_flush_lsn"):
             return None
         return parse_lsn(self.slot["confirmed_flush_lsn"])
@@ -72,21 +80,32 @@ class TaskStatus:
             "collected_ms": self.collected_ms,
             "producer": asdict(self.state) if self.state else None,
             "slot": self.slot,
+            # MySQL has no slot: the binlog position the producer saved stands in for it.
+            "binlog": (self.state.binlog or None)
+            if self.state and self.engine == "mysql"
+            else None,
             "partitions": [asdict(p) for p in self.partitions],
             "total_lag": self.total_lag,
             "max_latency_ms": self.max_latency_ms,
+            "dead_letters": self.dead_letters,
         }
 
 
 def _slot(task: TaskConfig) -> dict[str, Any] | None:
-    if task.mode == "full-load":
-        return None
+    if task.mode == "full-load" or task.source.engine == "mysql":
+        return None  # MySQL has no slot; the saved binlog position is in the state
     with connect(task.source.url) as conn:
         return slot_info(conn, task.slot_name)
 
 
 def source_wal_lsn(task: TaskConfig) -> int:
-    """The source's current WAL position: what 'caught up' is measured against."""
+    """The source's current WAL position: what 'caught up' is measured against (for MySQL,
+    the binlog end as `BinlogPosition.ordinal`)."""
+    if task.source.engine == "mysql":
+        from producers.mysql import connection, flavor
+
+        with connection.connect(task.source.url) as my:
+            return flavor.current_position(my, flavor.detect(my)).ordinal
     with connect(task.source.url) as conn:
         row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     assert row is not None
@@ -98,5 +117,20 @@ def collect_status(task: TaskConfig) -> TaskStatus:
     slot position means everything up to that position is applied."""
     state = TaskStateStore(task.kafka.bootstrap_servers).load(task.name)
     slot = _slot(task)
-    partitions = sink_lag(task)
-    return TaskStatus(task.name, task.mode, state, slot, partitions, int(time.time() * 1000))
+    # The transform stage's raw partitions first (read before the sink's), so a zero lag on
+    # both means every event up to the slot position went through both.
+    partitions = [
+        PartitionLag(t.topic, t.partition, t.end_offset, t.committed_offset, t.lag, None, None)
+        for t in transform_lag(task)
+    ]
+    partitions += sink_lag(task)
+    return TaskStatus(
+        task.name,
+        task.mode,
+        state,
+        slot,
+        partitions,
+        int(time.time() * 1000),
+        task.source.engine,
+        dead_letter_count(task),
+    )

@@ -27,6 +27,8 @@ class TableProgress:
     done: bool = False
     started_ms: int = 0
     finished_ms: int = 0
+    # The last primary key Kafka acknowledged, for a chunked snapshot that resumes (MySQL).
+    last_key: list[Any] | None = None
 
 
 @dataclass
@@ -39,6 +41,8 @@ class TaskState:
     events_streamed: int = 0
     acked_position: str = ""
     updated_ms: int = 0
+    # MySQL/MariaDB: the binlog file, pos and gtid streaming resumes from.
+    binlog: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

@@ -69,3 +69,15 @@ def make_task(services: Endpoints, pg_databases: tuple[str, str]) -> Callable[..
         return TaskConfig.model_validate(data)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def mariadb_root(services: Endpoints) -> str:
+    """A root URL (PyMySQL driver) of the test MariaDB, started with the local stack if the
+    services came without one."""
+    if services.mariadb:
+        return services.mariadb.replace("mysql://", "mysql+pymysql://")
+    from headwater.stack import manager
+
+    manager.up(["mariadb"], echo=lambda _: None)
+    return "mysql+pymysql://root@127.0.0.1:3306/"

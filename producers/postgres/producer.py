@@ -84,7 +84,11 @@ class PostgresProducer:
                 if self.state.snapshot_status != "done":
                     self._full_load(snapshot_name=None, lsn=None)
                 return
-            self._stream(self._prepare_slot())
+            stream = self._prepare_slot()
+            # Topics exist from the start, so an idle table still shows (zero) lag.
+            for table in self.tables:
+                self.writer.register_table(catalog.describe_table(self.conn, table, self.types))
+            self._stream(stream)
         finally:
             self.writer.close()
             self.registry.close()

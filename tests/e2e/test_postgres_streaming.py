@@ -123,3 +123,26 @@ def test_slot_dropped_between_runs_is_a_clear_error(
             again.wait_caught_up(60)
     finally:
         again.stop(timeout=10)
+
+
+def test_cdc_mode_catches_up_while_idle_and_streams_only_new_changes(
+    make_task: Callable[..., TaskConfig],
+) -> None:
+    task = make_task(mode="cdc")
+    with connect(task.source.url) as conn:
+        conn.execute("CREATE TABLE quiet (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO quiet VALUES (1, 'before the task')")
+    runner = TaskRunner(task)
+    runner.start()
+    try:
+        runner.wait_caught_up(120)  # nothing to stream yet: caught up all the same
+        with connect(task.source.url) as conn:
+            conn.execute("INSERT INTO quiet VALUES (2, 'after')")
+            conn.execute("UPDATE quiet SET v = 'changed' WHERE id = 1")
+        runner.wait_caught_up(120)
+    finally:
+        runner.stop(timeout=20)
+    with connect(task.target.url, role="target") as conn:
+        rows = conn.execute("SELECT id, v FROM quiet ORDER BY id").fetchall()
+    # Row 1 existed before the task: only its change arrives, as an upsert of the new image.
+    assert rows == [(1, "changed"), (2, "after")]
