@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -26,8 +26,11 @@ pytestmark = pytest.mark.integration
 
 def read_topic(task: TaskConfig, topic: str, expect: int, timeout: float = 30) -> list[Any]:
     """(key, value) pairs of the topic decoded by Confluent's deserializer."""
-    client = SchemaRegistryClient({"url": task.registry.url})
-    values = AvroDeserializer(client)
+    # A timeout, and the classic topic-name strategy: newer clients otherwise ask the
+    # registry for "associations" first, which Apicurio answers with 404 (and once, under
+    # load, not at all: an unbounded wait).
+    client = SchemaRegistryClient({"url": task.registry.url, "timeout": 10})
+    values = AvroDeserializer(client, conf={"subject.name.strategy": topic_subject_name_strategy})
     consumer = Consumer(
         {
             "bootstrap.servers": task.kafka.bootstrap_servers,

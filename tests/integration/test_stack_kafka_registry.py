@@ -13,7 +13,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from confluent_kafka import Consumer, Message, Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import (
+    Schema,
+    SchemaRegistryClient,
+    topic_subject_name_strategy,
+)
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -139,13 +143,20 @@ def test_registry_rest_register_fetch_and_check_compatibility(registry: Registry
 def test_registry_works_with_confluent_client_and_wire_format(
     kafka: KafkaService, registry: RegistryService
 ) -> None:
-    client = SchemaRegistryClient({"url": registry.url})
+    client = SchemaRegistryClient({"url": registry.url, "timeout": 10})
     topic = f"test-avro-{uuid.uuid4().hex[:8]}"
     schema_str = _record_schema("Avro", '{"name":"name","type":"string"}')
     schema_id = client.register_schema(f"{topic}-value", Schema(schema_str, "AVRO"))
     assert client.get_schema(schema_id).schema_str == schema_str
 
-    serializer = AvroSerializer(client, schema_str, conf={"auto.register.schemas": False})
+    serializer = AvroSerializer(
+        client,
+        schema_str,
+        conf={
+            "auto.register.schemas": False,
+            "subject.name.strategy": topic_subject_name_strategy,
+        },
+    )
     value_ctx = SerializationContext(topic, MessageField.VALUE)
     payload = serializer({"id": 7, "name": "seven"}, value_ctx)
     assert payload is not None
@@ -155,18 +166,21 @@ def test_registry_works_with_confluent_client_and_wire_format(
 
     _produce(kafka.bootstrap_servers, topic, b"7", payload)
     message = _consume_one(kafka.bootstrap_servers, topic)
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry.url}))
+    deserializer = AvroDeserializer(
+        SchemaRegistryClient({"url": registry.url, "timeout": 10}),
+        conf={"subject.name.strategy": topic_subject_name_strategy},
+    )
     assert deserializer(message.value(), value_ctx) == {"id": 7, "name": "seven"}
 
 
 @pytest.mark.slow
 def test_registry_keeps_schemas_across_restart(registry: RegistryService) -> None:
-    client = SchemaRegistryClient({"url": registry.url})
+    client = SchemaRegistryClient({"url": registry.url, "timeout": 10})
     subject = f"test-restart-{uuid.uuid4().hex[:8]}-value"
     schema_str = _record_schema("Kept")
     schema_id = client.register_schema(subject, Schema(schema_str, "AVRO"))
     registry.stop()
     assert registry.status().state == "down"
     registry.start()
-    fresh = SchemaRegistryClient({"url": registry.url})  # no cached answers
+    fresh = SchemaRegistryClient({"url": registry.url, "timeout": 10})  # no cached answers
     assert fresh.get_schema(schema_id).schema_str == schema_str
