@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from psycopg import sql
 
+from consumers.sql_dialect import mysql_base_type
 from schemas.tables import Column, TableId, TableSchema
 
 # What `format_type` can print: words, digits, spaces, (typmods), [arrays], "quoted", dots.
@@ -21,46 +22,18 @@ _SAFE_TYPE = re.compile(r'^[A-Za-z_][A-Za-z0-9_ ,.()\[\]"]*$')
 FALLBACK_TYPE = "text"
 """The type of a column whose source type the target does not know (values travel as text)."""
 
-# MySQL/MariaDB base type names to PostgreSQL.
-_FROM_MYSQL: dict[str, str] = {
-    "tinyint": "smallint",
-    "smallint": "smallint",
-    "mediumint": "integer",
-    "int": "integer",
-    "integer": "integer",
-    "bigint": "bigint",
-    "float": "real",
-    "double": "double precision",
-    "decimal": "numeric",
-    "bit": "bytea",
-    "year": "smallint",
-    "date": "date",
-    "time": "time",
-    "datetime": "timestamp",
-    "timestamp": "timestamp with time zone",
-    "char": "text",
+# The PostgreSQL base type names of consumers.sql_dialect.mysql_base_type (the one mapping from
+# MySQL/MariaDB names) that a CREATE TABLE writes otherwise; the others are written as they are.
+_DDL_NAMES: dict[str, str] = {
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": "bigint",
+    "float4": "real",
+    "float8": "double precision",
+    "bpchar": "text",
     "varchar": "text",
-    "tinytext": "text",
-    "text": "text",
-    "mediumtext": "text",
-    "longtext": "text",
-    "binary": "bytea",
-    "varbinary": "bytea",
-    "tinyblob": "bytea",
-    "blob": "bytea",
-    "mediumblob": "bytea",
-    "longblob": "bytea",
     "json": "jsonb",
-    "enum": "text",
-    "set": "text",
-}
-
-# Unsigned integers need the next wider type.
-_UNSIGNED: dict[str, str] = {
-    "smallint": "integer",
-    "int": "bigint",
-    "integer": "bigint",
-    "bigint": "numeric(20,0)",
+    "timestamptz": "timestamp with time zone",
 }
 
 
@@ -74,10 +47,10 @@ def postgres_column_type(col: Column, source_engine: str) -> str:
         return col.sql_type
     if col.type_name == "decimal" and col.precision is not None:
         return f"numeric({col.precision},{col.scale or 0})"
-    base = col.type_name.lower()
-    if "unsigned" in col.sql_type.lower() and base in _UNSIGNED:
-        return _UNSIGNED[base]
-    return _FROM_MYSQL.get(base, FALLBACK_TYPE)
+    if col.type_name.lower() == "bigint" and "unsigned" in col.sql_type.lower():
+        return "numeric(20,0)"  # the next wider type past bigint
+    base = mysql_base_type(col)
+    return _DDL_NAMES.get(base, base)
 
 
 def _type_sql(type_text: str) -> sql.SQL:

@@ -4,11 +4,11 @@ the deleted keys and one INSERT .. ON CONFLICT DO UPDATE per set of carried colu
 unless unchanged TOAST columns were left out); then the partitions' next offsets into
 `headwater_offsets`; then commit. Tables are created or widened first (postgres_tables), each
 in a savepoint so a table the sink cannot take stops alone; a record the target refuses is
-isolated by bisecting its table's changes in savepoints (consumers/outcome.py)."""
+isolated by bisecting its table's changes in savepoints (consumers/outcome.py). The flow
+around these statements is shared with sql_sink.py in consumers/sink_base.py."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from consumers.batch import CollapsedBatch, RowKey, TableChanges, Upsert
 from consumers.ddl import qualified
-from consumers.errors import PositionConflict, TargetError, is_record_error, is_transient
+from consumers.errors import is_record_error
 from consumers.offsets import (
     Partition,
     StoredOffset,
@@ -27,21 +27,13 @@ from consumers.offsets import (
     read_offsets,
     write_offsets,
 )
-from consumers.outcome import (
-    ApplyOutcome,
-    RecordRefused,
-    Rejected,
-    RejectHandler,
-    isolate_refused,
-    without_stopped,
-)
+from consumers.outcome import ApplyOutcome, Rejected, RejectHandler, isolate_refused
 from consumers.pg_values import pg_value
 from consumers.postgres_tables import PgConnection, PostgresTables
-from consumers.target import driver_connection, safe_target_url, target_engine
+from consumers.sink_base import SinkBase, check_positions
+from consumers.target import driver_connection, target_engine
 from headwater.config import TaskConfig
 from schemas.tables import TableId, TableSchema
-
-log = logging.getLogger(__name__)
 
 _GROUP = "__headwater_group"
 """The staging column telling deleted keys (group 0) from each set of upserted columns."""
@@ -96,128 +88,63 @@ def _names(columns: Collection[str]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
-class PostgresSink:
+class PostgresSink(SinkBase[PgConnection]):
     """A PostgreSQL target of one task, on one connection held across batches."""
 
+    db_error = psycopg.Error
+
     def __init__(self, task: TaskConfig) -> None:
-        self.task = task
-        self._engine = target_engine(task)
-        self._conn: Connection | None = None
+        super().__init__(task, target_engine(task))
         self._tables = PostgresTables(task)
         self._stages: dict[TableId, _Stage] = {}
         self._stage_count = 0
         self._staged: set[TableId] = set()  # stages holding rows in this transaction
-        self.rows_applied = 0
-
-    def close(self) -> None:
-        self._reset()
-        self._engine.dispose()
 
     def target_table(self, table: TableId) -> TableId:
         """Where a source table lands: the target schema if set, else the source's."""
         return TableId(self.task.target.schema_ or table.schema, table.name)
 
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            conn = self._engine.connect()
-            with conn.begin():
-                raw = driver_connection(conn)
-                raw.execute("SELECT pg_advisory_xact_lock(hashtext('headwater.ddl'))")
-                ensure_offsets_table(raw)
-            self._conn = conn
-        return self._conn
+    def _set_up(self, conn: Connection) -> None:
+        raw = driver_connection(conn)
+        raw.execute("SELECT pg_advisory_xact_lock(hashtext('headwater.ddl'))")
+        ensure_offsets_table(raw)
 
-    def _reset(self) -> None:
-        """Drop the connection and what is known about it (temp tables die with it)."""
+    def _forget(self) -> None:
+        """Temp tables die with the connection."""
         self._tables.forget()
         self._stages.clear()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                conn.invalidate()
-                conn.close()
-            except Exception as exc:  # the connection may already be gone
-                log.debug("closing the target connection failed: %s", exc)
 
-    def stored_offsets(self, partitions: Collection[Partition]) -> dict[Partition, StoredOffset]:
-        """The offsets stored in the target for `partitions` of this task."""
-        try:
-            conn = self._connection()
-            with conn.begin():
-                return read_offsets(driver_connection(conn), self.task.name, partitions)
-        except BaseException:
-            self._reset()
-            raise
+    def _read_offsets(
+        self, conn: Connection, partitions: Collection[Partition]
+    ) -> dict[Partition, StoredOffset]:
+        return read_offsets(driver_connection(conn), self.task.name, partitions)
 
-    def apply(
+    def _target_name(self, table: TableId) -> str:
+        return str(self.target_table(table))
+
+    def _one_line(self, exc: Exception) -> str:
+        return _one_line(exc)
+
+    def _apply_batch(
         self,
         batch: CollapsedBatch,
         expected: Mapping[Partition, int | None],
-        on_rejected: RejectHandler | None = None,
-    ) -> ApplyOutcome:
-        """Apply `batch` and store its positions in one transaction. `expected` holds the
-        next offset this sink believes the target stores for each partition (None: none);
-        if another sink moved one, raise PositionConflict and apply nothing. Refused
-        records go to `on_rejected` before the commit."""
-        outcome = ApplyOutcome()
-        self._staged.clear()
-        try:
-            conn = self._connection()
-            with conn.begin():
-                raw = driver_connection(conn)
-                self._check_positions(raw, batch, expected)
-                for table in sorted(batch.tables):
-                    self._prepare(raw, batch.tables[table].schema, outcome)
-                outcome.stored = without_stopped(batch, outcome.stopped)
-                for table in sorted(batch.tables):
-                    if table not in outcome.stopped:
-                        outcome.rejected += self._apply_table(raw, batch.tables[table])
-                if outcome.rejected and on_rejected is not None:
-                    on_rejected(outcome.rejected)
-                write_offsets(raw, self.task.name, outcome.stored)
-        except BaseException:
-            self._reset()
-            raise
-        self.rows_applied += sum(len(t.changes) for t in batch.tables.values())
-        return outcome
-
-    def _prepare(self, raw: PgConnection, schema: TableSchema, outcome: ApplyOutcome) -> None:
-        """Create or widen the table in a savepoint; one the sink cannot take is stopped."""
-        target = self.target_table(schema.table)
-        try:
-            if not schema.primary_key:
-                raise TargetError(
-                    f"task {self.task.name}: table {schema.table} has no primary key; add one "
-                    "in the source or exclude the table in `tables.exclude`",
-                    task=self.task.name,
-                    table=str(schema.table),
-                )
-            with raw.transaction():
-                self._tables.ensure(raw, target, schema)
-        except TargetError as exc:
-            log.error("%s; table stopped, the other tables go on", exc)
-            outcome.stopped[schema.table] = str(exc)
-        except psycopg.Error as exc:
-            if is_transient(exc):
-                raise
-            message = (
-                f"task {self.task.name}: cannot prepare target table {target} in "
-                f"{safe_target_url(self.task)}: {_one_line(exc)}"
-            )
-            log.error("%s; table stopped, the other tables go on", message)
-            outcome.stopped[schema.table] = message
-
-    def _check_positions(
-        self, raw: PgConnection, batch: CollapsedBatch, expected: Mapping[Partition, int | None]
+        outcome: ApplyOutcome,
+        on_rejected: RejectHandler | None,
     ) -> None:
-        stored = read_offsets(raw, self.task.name, list(batch.positions), lock=True)
-        moved = [
-            p
-            for p in sorted(batch.positions)
-            if (stored[p].next_offset if p in stored else None) != expected.get(p)
-        ]
-        if moved:
-            raise PositionConflict(moved)
+        self._staged.clear()
+        conn = self._connection()
+        with conn.begin():
+            raw = driver_connection(conn)
+            stored = read_offsets(raw, self.task.name, list(batch.positions), lock=True)
+            check_positions(stored, batch.positions, expected)
+            self._prepare_tables(raw, batch, outcome)
+            self._apply_tables(raw, batch, outcome, on_rejected)
+            write_offsets(raw, self.task.name, outcome.stored)
+
+    def _ensure_table(self, conn: PgConnection, schema: TableSchema) -> None:
+        with conn.transaction():
+            self._tables.ensure(conn, self.target_table(schema.table), schema)
 
     def _apply_table(self, raw: PgConnection, changes: TableChanges) -> list[Rejected]:
         target = self.target_table(changes.schema.table)
@@ -242,19 +169,7 @@ class PostgresSink:
 
             return isolate_refused(changes, attempt, is_record_error, _one_line)
         except psycopg.Error as exc:
-            if is_transient(exc):
-                raise
-            if is_record_error(exc):
-                raise RecordRefused(
-                    f"task {self.task.name}: cannot apply changes to {target} in "
-                    f"{safe_target_url(self.task)}: {_one_line(exc)}"
-                ) from exc
-            raise TargetError(
-                f"task {self.task.name}: cannot apply changes to {target} in "
-                f"{safe_target_url(self.task)}: {_one_line(exc)}",
-                task=self.task.name,
-                table=str(target),
-            ) from exc
+            self._apply_failed(exc, str(target), refused=is_record_error(exc))
 
     def _write_table(self, raw: PgConnection, target: TableId, changes: TableChanges) -> None:
         schema = changes.schema

@@ -65,9 +65,14 @@ def base_type(col: Column, source_engine: str) -> str:
     """The PostgreSQL base type name of `col`, whatever the source engine."""
     if source_engine == "postgres":
         return col.type_name
-    name = col.type_name.lower()
     if col.precision is not None:  # decimal, and bigint unsigned carried as decimal(20,0)
         return "numeric"
+    return mysql_base_type(col)
+
+
+def mysql_base_type(col: Column) -> str:
+    """The PostgreSQL base type name of a MySQL/MariaDB column by its type name alone."""
+    name = col.type_name.lower()
     if "unsigned" in col.sql_type.lower() and name in _UNSIGNED:
         return _UNSIGNED[name]
     return _FROM_MYSQL.get(name, "text")

@@ -4,11 +4,11 @@ truncate (as DELETE: MySQL's TRUNCATE would commit), one `DELETE ... WHERE (pk) 
 per chunk of deleted keys, one multi-row upsert per set of carried columns; then the offsets
 into `headwater_offsets`; then commit. A record the target refuses is isolated by bisecting
 its table's changes in savepoints and handed to the dead-letter handler before the commit.
-The dialect (consumers/mysql_target.py, sqlite_target.py) says what differs."""
+The dialect (consumers/mysql_target.py, sqlite_target.py) says what differs; the flow
+around the statements is shared with postgres_sink.py in consumers/sink_base.py."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -16,24 +16,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from consumers.batch import CollapsedBatch, TableChanges, Upsert
-from consumers.errors import PositionConflict, TargetError, is_record_error, is_transient
+from consumers.errors import is_record_error
 from consumers.offsets import Partition, StoredOffset
-from consumers.outcome import (
-    ApplyOutcome,
-    RecordRefused,
-    Rejected,
-    RejectHandler,
-    isolate_refused,
-    without_stopped,
-)
+from consumers.outcome import ApplyOutcome, Rejected, RejectHandler, isolate_refused
+from consumers.sink_base import SinkBase, check_positions
 from consumers.sql_dialect import Converter, SqlDialect
 from consumers.sql_offsets import OFFSETS, read_sql_offsets, write_sql_offsets
 from consumers.sql_tables import SqlTables
-from consumers.target import safe_target_url
 from headwater.config import TaskConfig
-from schemas.tables import TableSchema
-
-log = logging.getLogger(__name__)
+from schemas.tables import TableId, TableSchema
 
 DELETE_CHUNK = 1000
 """Keys per `DELETE ... IN (...)`: large enough to be one round trip for most batches."""
@@ -44,115 +35,54 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(root).split())[:500]
 
 
-class SqlSink:
+class SqlSink(SinkBase[Connection]):
     """A MySQL/MariaDB or SQLite target of one task, on one connection held across batches."""
 
+    db_error = sa.exc.DBAPIError
+
     def __init__(self, task: TaskConfig, dialect: SqlDialect) -> None:
-        self.task = task
+        super().__init__(task, dialect.engine(task))
         self.dialect = dialect
-        self._engine = dialect.engine(task)
-        self._conn: Connection | None = None
         self._tables = SqlTables(task, dialect)
         self._dml: dict[tuple[str | None, str, tuple[str, ...]], sa.Table] = {}
         self._converters: dict[TableSchema, dict[str, Converter]] = {}
-        self.rows_applied = 0
 
-    def close(self) -> None:
-        self._reset()
-        self._engine.dispose()
+    def _set_up(self, conn: Connection) -> None:
+        OFFSETS.create(conn, checkfirst=True)
 
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            conn = self._engine.connect()
-            with conn.begin():
-                OFFSETS.create(conn, checkfirst=True)
-            self._conn = conn
-        return self._conn
-
-    def _reset(self) -> None:
+    def _forget(self) -> None:
         self._tables.forget()
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                conn.invalidate()
-                conn.close()
-            except Exception as exc:  # the connection may already be gone
-                log.debug("closing the target connection failed: %s", exc)
 
-    def stored_offsets(self, partitions: Collection[Partition]) -> dict[Partition, StoredOffset]:
-        try:
-            conn = self._connection()
-            with conn.begin():
-                return read_sql_offsets(conn, self.task.name, partitions)
-        except BaseException:
-            self._reset()
-            raise
+    def _read_offsets(
+        self, conn: Connection, partitions: Collection[Partition]
+    ) -> dict[Partition, StoredOffset]:
+        return read_sql_offsets(conn, self.task.name, partitions)
 
-    def apply(
+    def _target_name(self, table: TableId) -> str:
+        return self.dialect.target_table(self.task, table)[1]
+
+    def _one_line(self, exc: Exception) -> str:
+        return _one_line(exc)
+
+    def _apply_batch(
         self,
         batch: CollapsedBatch,
         expected: Mapping[Partition, int | None],
-        on_rejected: RejectHandler | None = None,
-    ) -> ApplyOutcome:
-        """Apply `batch` and store its positions in one transaction (see module doc)."""
-        outcome = ApplyOutcome()
-        try:
-            conn = self._connection()
-            for table in sorted(batch.tables):
-                self._prepare(conn, batch.tables[table].schema, outcome)
-            outcome.stored = without_stopped(batch, outcome.stopped)
-            with self.dialect.transaction(conn):
-                stored = self._check_positions(conn, outcome, expected)
-                for table in sorted(batch.tables):
-                    if table not in outcome.stopped:
-                        outcome.rejected += self._apply_table(conn, batch.tables[table])
-                if outcome.rejected and on_rejected is not None:
-                    on_rejected(outcome.rejected)
-                write_sql_offsets(conn, self.dialect, self.task.name, outcome.stored, stored)
-        except BaseException:
-            self._reset()
-            raise
-        self.rows_applied += sum(len(t.changes) for t in batch.tables.values())
-        return outcome
+        outcome: ApplyOutcome,
+        on_rejected: RejectHandler | None,
+    ) -> None:
+        """Tables are made ready before the batch's transaction (see module doc)."""
+        conn = self._connection()
+        self._prepare_tables(conn, batch, outcome)
+        with self.dialect.transaction(conn):
+            stored = read_sql_offsets(conn, self.task.name, list(outcome.stored), lock=True)
+            check_positions(stored, outcome.stored, expected)
+            self._apply_tables(conn, batch, outcome, on_rejected)
+            write_sql_offsets(conn, self.dialect, self.task.name, outcome.stored, stored)
 
-    def _prepare(self, conn: Connection, schema: TableSchema, outcome: ApplyOutcome) -> None:
-        """Make the table ready; a table the sink cannot apply is stopped, the rest go on."""
-        where = self.dialect.target_table(self.task, schema.table)
-        try:
-            if not schema.primary_key:
-                raise TargetError(
-                    f"task {self.task.name}: table {schema.table} has no primary key; add one "
-                    "in the source or exclude the table in `tables.exclude`",
-                    task=self.task.name,
-                    table=str(schema.table),
-                )
-            with conn.begin():
-                self._tables.ensure(conn, where, schema)
-        except TargetError as exc:
-            log.error("%s; table stopped, the other tables go on", exc)
-            outcome.stopped[schema.table] = str(exc)
-        except sa.exc.DBAPIError as exc:
-            if is_transient(exc):
-                raise
-            message = (
-                f"task {self.task.name}: cannot prepare target table {where[1]} in "
-                f"{safe_target_url(self.task)}: {_one_line(exc)}"
-            )
-            log.error("%s; table stopped, the other tables go on", message)
-            outcome.stopped[schema.table] = message
-
-    def _check_positions(
-        self, conn: Connection, outcome: ApplyOutcome, expected: Mapping[Partition, int | None]
-    ) -> dict[Partition, StoredOffset]:
-        stored = read_sql_offsets(conn, self.task.name, list(outcome.stored), lock=True)
-        moved = [
-            p
-            for p in sorted(outcome.stored)
-            if (stored[p].next_offset if p in stored else None) != expected.get(p)
-        ]
-        if moved:
-            raise PositionConflict(moved)
-        return stored
+    def _ensure_table(self, conn: Connection, schema: TableSchema) -> None:
+        with conn.begin():
+            self._tables.ensure(conn, self.dialect.target_table(self.task, schema.table), schema)
 
     def _apply_table(self, conn: Connection, changes: TableChanges) -> list[Rejected]:
         where = self.dialect.target_table(self.task, changes.schema.table)
@@ -160,7 +90,7 @@ class SqlSink:
             try:
                 self._write(conn, where, changes)
             except sa.exc.DBAPIError as exc:
-                self._raise_terminal(exc, where, refused=is_record_error(exc))
+                self._apply_failed(exc, where[1], refused=is_record_error(exc))
             return []
 
         def attempt(part: TableChanges) -> None:
@@ -170,22 +100,7 @@ class SqlSink:
         try:
             return isolate_refused(changes, attempt, is_record_error, _one_line)
         except sa.exc.DBAPIError as exc:
-            self._raise_terminal(exc, where, refused=False)
-            raise  # unreachable: for mypy
-
-    def _raise_terminal(
-        self, exc: sa.exc.DBAPIError, where: tuple[str | None, str], refused: bool
-    ) -> None:
-        if is_transient(exc):
-            raise exc
-        kind = RecordRefused if refused else TargetError
-        message = (
-            f"task {self.task.name}: cannot apply changes to {where[1]} in "
-            f"{safe_target_url(self.task)}: {_one_line(exc)}"
-        )
-        if kind is RecordRefused:
-            raise RecordRefused(message) from exc
-        raise TargetError(message, task=self.task.name, table=where[1]) from exc
+            self._apply_failed(exc, where[1], refused=False)
 
     # --- statements -------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ demo and the end-to-end tests end with; `headwater validate` grows from here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +33,10 @@ class TableComparison:
         return not (self.missing or self.extra or self.different)
 
 
-def _rows(
+def text_rows(
     conn: psycopg.Connection[Any], table: TableId, columns: list[str], key: list[str]
 ) -> Iterator[Row]:
+    """Every row of a PostgreSQL table in key order, each value in its text form."""
     query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
         sql.Identifier(table.schema, table.name),
@@ -47,17 +48,15 @@ def _rows(
         yield from cur
 
 
-def compare_table(
-    src: psycopg.Connection[Any], dst: psycopg.Connection[Any], table: TableId, target: TableId
+def compare_rows(
+    table: TableId, source_rows: Iterable[Row], target_rows: Iterable[Row], nkey: int
 ) -> TableComparison:
-    """Compare one table; the target's columns are those of the source."""
-    schema = catalog.describe_table(src, table, catalog.TypeResolver(src))
-    columns, key = list(schema.column_names), list(schema.primary_key)
-    nkey = len(key)
+    """Compare two sides' rows by their first `nkey` values (the key); the source side is
+    read whole first, the target side streamed against it."""
     result = TableComparison(table)
-    source = {r[:nkey]: r for r in _rows(src, table, columns, key)}
+    source = {r[:nkey]: r for r in source_rows}
     result.source_rows = len(source)
-    for row in _rows(dst, target, columns, key):
+    for row in target_rows:
         result.target_rows += 1
         expected = source.pop(row[:nkey], None)
         if expected is None:
@@ -66,6 +65,17 @@ def compare_table(
             result.different.append(row[:nkey])
     result.missing = list(source)
     return result
+
+
+def compare_table(
+    src: psycopg.Connection[Any], dst: psycopg.Connection[Any], table: TableId, target: TableId
+) -> TableComparison:
+    """Compare one table; the target's columns are those of the source."""
+    schema = catalog.describe_table(src, table, catalog.TypeResolver(src))
+    columns, key = list(schema.column_names), list(schema.primary_key)
+    return compare_rows(
+        table, text_rows(src, table, columns, key), text_rows(dst, target, columns, key), len(key)
+    )
 
 
 def compare_task(task: TaskConfig) -> list[TableComparison]:

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from consumers.sql_offsets import sql_dialect
-from headwater.compare import Row, TableComparison, _rows
+from headwater.compare import Row, TableComparison, compare_rows, text_rows
 from headwater.config import TaskConfig
 from producers.postgres import catalog
 from producers.postgres.connection import connect
@@ -83,19 +83,5 @@ def _compare(
     as_target: Callable[[Row], Row],
 ) -> TableComparison:
     columns, key = list(schema.column_names), list(schema.primary_key)
-    nkey = len(key)
-    result = TableComparison(schema.table)
-    source = {}
-    for text_row in _rows(src, schema.table, columns, key):
-        row = as_target(text_row)
-        source[row[:nkey]] = row
-    result.source_rows = len(source)
-    for row in _target_rows(dst, where, schema):
-        result.target_rows += 1
-        expected = source.pop(row[:nkey], None)
-        if expected is None:
-            result.extra.append(row[:nkey])
-        elif expected != row:
-            result.different.append(row[:nkey])
-    result.missing = list(source)
-    return result
+    source = (as_target(r) for r in text_rows(src, schema.table, columns, key))
+    return compare_rows(schema.table, source, _target_rows(dst, where, schema), len(key))

@@ -1,5 +1,6 @@
 """Fixtures for the MySQL/MariaDB source tests: a fresh MariaDB database per test (dropped
-afterwards) and a task reading it into the PostgreSQL target of `make_task`.
+afterwards), a task reading it into the PostgreSQL target of `make_task`, and task runners
+stopped after the test.
 
 The server is the local stack's MariaDB unless HEADWATER_TEST_MARIADB names another URL."""
 
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from headwater.config import TaskConfig
+from headwater.runner import TaskRunner
 from producers.mysql.connection import connect
+from tests.helpers import started_runners
 from tests.services import LOCAL, Endpoints
 
 
@@ -46,6 +49,12 @@ def mysql_task(make_task: Callable[..., TaskConfig], mysql_db: str) -> Callable[
         return make_task(source=source, tables=tables, **overrides)
 
     return build
+
+
+@pytest.fixture
+def runner() -> Iterator[Callable[[TaskConfig], TaskRunner]]:
+    """Start a TaskRunner per call; all are stopped after the test."""
+    yield from started_runners()
 
 
 def execute(url: str, *statements: str, args: Any = None) -> None:

@@ -10,7 +10,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -28,10 +28,10 @@ from producers.mysql.position import BinlogPosition
 from producers.task_state import TaskStateStore
 from schemas.tables import TableId
 from schemas.topics import table_topic, value_subject
-from tests.mysql_support import execute, mysql_db, mysql_task
+from tests.mysql_support import execute, mysql_db, mysql_task, runner
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-__all__ = ["mysql_db", "mysql_task"]
+__all__ = ["mysql_db", "mysql_task", "runner"]
 
 SCHEMA = [
     "CREATE TABLE orders (id int AUTO_INCREMENT PRIMARY KEY, customer int NOT NULL,"
@@ -147,21 +147,6 @@ def assert_source_equals_target(task: TaskConfig) -> None:
                 different[:5],
             )
             assert source, table
-
-
-@pytest.fixture
-def runner() -> Iterator[Callable[[TaskConfig], TaskRunner]]:
-    started: list[TaskRunner] = []
-
-    def start(task: TaskConfig) -> TaskRunner:
-        r = TaskRunner(task)
-        r.start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        r.stop(timeout=20)
 
 
 def test_snapshot_under_concurrent_writes_ends_equal(

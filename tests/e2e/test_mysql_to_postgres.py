@@ -5,7 +5,7 @@ documented; the source checks' one-line errors."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -14,10 +14,10 @@ import pytest
 
 from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
-from tests.mysql_support import execute, mysql_db, mysql_task
+from tests.mysql_support import execute, mysql_db, mysql_task, runner
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-__all__ = ["mysql_db", "mysql_task"]
+__all__ = ["mysql_db", "mysql_task", "runner"]
 
 TYPES_DDL = """
 CREATE TABLE all_types (
@@ -93,21 +93,6 @@ EXPECTED: dict[str, Any] = {
 # id 18446744073709551615 (unsigned bigint max) comes through the snapshot, 2**63 the log.
 SNAPSHOT_ID = 2**64 - 1
 STREAM_ID = 2**63
-
-
-@pytest.fixture
-def runner() -> Iterator[Callable[[TaskConfig], TaskRunner]]:
-    started: list[TaskRunner] = []
-
-    def start(task: TaskConfig) -> TaskRunner:
-        r = TaskRunner(task)
-        r.start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        r.stop(timeout=20)
 
 
 def target_rows(task: TaskConfig, table: str) -> dict[Any, dict[str, Any]]:

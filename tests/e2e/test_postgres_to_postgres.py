@@ -6,35 +6,25 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
 import pytest
 
-from headwater.compare import TableComparison, compare_task
+from headwater.compare import compare_task
 from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
 from headwater.sample_db import Workload, create_sample
 from headwater.status import collect_status
 from producers.postgres.connection import connect
+from tests.helpers import assert_all_match, started_runners, write_in_background
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 CUSTOMERS = 300
-
-
-def assert_all_match(comparisons: list[TableComparison]) -> None:
-    assert {str(c.table) for c in comparisons} == {
-        "public.customers",
-        "public.orders",
-        "public.order_lines",
-    }
-    for c in comparisons:
-        assert c.matches, (c.table, c.missing[:5], c.extra[:5], c.different[:5])
-        assert c.source_rows == c.target_rows > 0
 
 
 @pytest.fixture
@@ -47,17 +37,8 @@ def task(make_task: Callable[..., TaskConfig]) -> Iterator[TaskConfig]:
 
 @pytest.fixture
 def runner(task: TaskConfig) -> Iterator[Callable[[], TaskRunner]]:
-    started: list[TaskRunner] = []
-
-    def start() -> TaskRunner:
-        r = TaskRunner(task)
-        r.start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        r.stop(timeout=20)
+    for start in started_runners():
+        yield partial(start, task)
 
 
 def target_rows(task: TaskConfig, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -103,29 +84,13 @@ def test_full_load_and_cdc_matches_row_by_row(
     assert not target_rows(task, "SELECT 1 FROM public.orders WHERE id = %s", (gone,))
 
 
-def _write_in_background(task: TaskConfig, changes: int) -> tuple[threading.Thread, list[int]]:
-    done: list[int] = []
-
-    def work() -> None:
-        with connect(task.source.url) as conn:
-            w = Workload(conn, seed=23)
-            for _ in range(changes):
-                w.step()
-                time.sleep(0.005)
-            done.append(w.counts.total)
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread, done
-
-
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_restart_mid_stream_loses_and_doubles_nothing(
     task: TaskConfig, runner: Callable[[], TaskRunner], how: str
 ) -> None:
     first = runner()
     first.wait_caught_up(240)
-    writer, _ = _write_in_background(task, 400)
+    writer, _ = write_in_background(task, 400, seed=23)
     time.sleep(1.5)  # stop while changes are flowing
     if how == "sigkill":
         for proc in first.procs.values():

@@ -9,34 +9,23 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from headwater.compare import TableComparison, compare_task
+from headwater.compare import compare_task
 from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
 from headwater.sample_db import Workload, create_sample
 from producers.postgres.connection import connect
-from tests.integration.test_sql_sinks import mariadb_database
+from tests.helpers import assert_all_match, write_in_background
+from tests.sink_support import mariadb_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 CUSTOMERS = 200
-
-
-def assert_all_match(comparisons: list[TableComparison]) -> None:
-    assert {str(c.table) for c in comparisons} == {
-        "public.customers",
-        "public.orders",
-        "public.order_lines",
-    }
-    for c in comparisons:
-        assert c.matches, (c.table, c.missing[:5], c.extra[:5], c.different[:5])
-        assert c.source_rows == c.target_rows > 0
 
 
 @pytest.fixture(params=["mysql", "sqlite"])
@@ -76,18 +65,7 @@ def test_full_load_and_cdc_into_another_engine(task: TaskConfig, runner: TaskRun
 
 def test_sink_killed_at_random_points_ends_equal(task: TaskConfig, runner: TaskRunner) -> None:
     runner.wait_caught_up(240)
-    done = threading.Event()
-
-    def write() -> None:
-        with connect(task.source.url) as conn:
-            w = Workload(conn, seed=31)
-            for _ in range(600):
-                w.step()
-                time.sleep(0.005)
-        done.set()
-
-    writer = threading.Thread(target=write)
-    writer.start()
+    writer, done = write_in_background(task, 600, seed=31)
     rng = random.Random(1234)
     for _ in range(3):
         time.sleep(rng.uniform(0.3, 2.0))
@@ -97,6 +75,6 @@ def test_sink_killed_at_random_points_ends_equal(task: TaskConfig, runner: TaskR
         sink.join(10)
         runner.start_stage("sink")
     writer.join(180)
-    assert done.is_set()
+    assert done
     runner.wait_caught_up(240)
     assert_all_match(compare_task(task))

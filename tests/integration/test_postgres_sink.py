@@ -8,183 +8,37 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from datetime import time as dtime
-from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
-from consumers.lag import PartitionLag, sink_lag
+from consumers.lag import sink_lag
 from consumers.offsets import load_offsets
-from consumers.sink import SinkLoop, consumer_config, run_sink
+from consumers.sink import consumer_config, run_sink
 from headwater.config import TaskConfig
-from schemas.avro_schemas import key_schema, value_schema
-from schemas.envelope import ChangeEvent, Op, Row, SourceInfo, envelope_record, key_record
-from schemas.registry import SchemaRegistry
-from schemas.serde import AvroSerde
+from schemas.envelope import ChangeEvent, Row, SourceInfo
 from schemas.tables import Column, TableId, TableSchema
-from schemas.topics import key_subject, table_topic, value_subject
+from tests.sink_support import (
+    ChangeFeed,
+    assert_offsets_stored_at_log_end,
+    feed,
+    items_after_every_kind_of_change,
+    read_dead_letters,
+    row,
+    send_every_kind_of_change,
+    send_first_rows,
+    sink_thread,
+    start_sink,
+    table_schema,
+    wait_caught_up,
+)
 
 pytestmark = pytest.mark.integration
-
-CATCH_UP_TIMEOUT_S = 120.0
-
-
-def _columns(*extra: Column) -> tuple[Column, ...]:
-    return (
-        Column("id", "int4", "integer", nullable=False),
-        Column("name", "varchar", "character varying(40)", nullable=False),
-        Column("price", "numeric", "numeric(12,2)", precision=12, scale=2),
-        Column("note", "text", "text"),
-        Column("created", "timestamptz", "timestamp with time zone"),
-        Column("payload", "jsonb", "jsonb"),
-        Column("uid", "uuid", "uuid"),
-        Column("data", "bytea", "bytea"),
-        Column("day", "date", "date"),
-        Column("at", "time", "time without time zone"),
-        *extra,
-    )
-
-
-def table_schema(name: str, *extra: Column) -> TableSchema:
-    return TableSchema(TableId("public", name), _columns(*extra), ("id",))
-
-
-def row(key: int, version: int = 0, **values: Any) -> Row:
-    base: Row = {
-        "id": key,
-        "name": f"item {key} v{version}",
-        "price": Decimal(key * 100 + version).scaleb(-2),
-        "note": f"note {key} " + "x" * 3000,
-        "created": datetime(2024, 1, 1, 12, 0, key % 60, tzinfo=UTC),
-        "payload": f'{{"k": {key}, "v": {version}}}',
-        "uid": str(uuid.UUID(int=key)),
-        "data": bytes([key % 256, 0, 92, 9, 10]),
-        "day": date(2024, 1, 1 + key % 28),
-        "at": dtime(12, key % 60, 0, 123456),
-    }
-    base.update(values)
-    return base
-
-
-@dataclass
-class ChangeFeed:
-    """Produces change events for a task's tables as the headwater producer does."""
-
-    task: TaskConfig
-    partitions: int = 1
-    serde: AvroSerde = field(init=False)
-    producer: Producer = field(init=False)
-    ids: dict[TableId, tuple[int, int]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.serde = AvroSerde(SchemaRegistry(self.task.registry.url))
-        self.producer = Producer(
-            {
-                "bootstrap.servers": self.task.kafka.bootstrap_servers,
-                "enable.idempotence": True,
-                "linger.ms": 5,
-            }
-        )
-
-    def topic(self, schema: TableSchema) -> str:
-        return table_topic(self.task.topic_prefix, schema.table)
-
-    def register(self, schema: TableSchema) -> None:
-        topic = self.topic(schema)
-        admin = AdminClient({"bootstrap.servers": self.task.kafka.bootstrap_servers})
-        for future in admin.create_topics([NewTopic(topic, self.partitions, 1)]).values():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-        prefix = self.task.topic_prefix
-        self.ids[schema.table] = (
-            self.serde.schema_id(key_subject(topic), key_schema(prefix, schema)),
-            self.serde.schema_id(value_subject(topic), value_schema(prefix, schema)),
-        )
-
-    def send(
-        self,
-        schema: TableSchema,
-        op: Op,
-        before: Row | None = None,
-        after: Row | None = None,
-        unavailable: tuple[str, ...] = (),
-    ) -> None:
-        key_id, value_id = self.ids[schema.table]
-        now = int(time.time() * 1000)
-        source = SourceInfo("postgresql", "test", "db", schema.table, now, lsn=1)
-        event = ChangeEvent(op, source, before, after, now, unavailable)
-        value = self.serde.encode(value_id, envelope_record(event, schema))
-        topic = self.topic(schema)
-        if op == "t":
-            for partition in range(self.partitions):
-                self.producer.produce(topic, value=value, partition=partition)
-            return
-        key_values = event.key(schema)
-        assert key_values is not None
-        key = self.serde.encode(key_id, key_record(key_values, schema))
-        self.producer.produce(topic, key=key, value=value)
-        if op == "d":
-            self.producer.produce(topic, key=key, value=None)
-
-    def flush(self) -> None:
-        assert self.producer.flush(30) == 0
-
-
-def wait_caught_up(
-    task: TaskConfig, topics: int, timeout: float = CATCH_UP_TIMEOUT_S
-) -> list[PartitionLag]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lags = sink_lag(task)
-        if len({p.topic for p in lags}) >= topics and all(p.lag == 0 for p in lags):
-            return lags
-        if time.monotonic() > deadline:
-            raise AssertionError(f"sink not caught up after {timeout}s: {lags}")
-        time.sleep(0.2)
-
-
-@dataclass
-class RunningSink:
-    loop: SinkLoop
-    stop: threading.Event
-    thread: threading.Thread
-    failure: list[BaseException]
-
-    def halt(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive()
-        assert not self.failure, self.failure
-
-
-def start_sink(task: TaskConfig) -> RunningSink:
-    stop = threading.Event()
-    loop = SinkLoop(task, stop)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:
-            failure.append(exc)
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=target, name=f"sink-{task.name}", daemon=True)
-    thread.start()
-    return RunningSink(loop, stop, thread, failure)
+__all__ = ["feed"]
 
 
 def target_rows(task: TaskConfig, table: TableId) -> list[tuple[Any, ...]]:
@@ -218,22 +72,9 @@ def task(make_task: Callable[..., TaskConfig]) -> TaskConfig:
     return make_task(target={"batch_size": 500, "batch_wait_s": 0.2})
 
 
-@pytest.fixture
-def feed(task: TaskConfig) -> Iterator[ChangeFeed]:
-    feed = ChangeFeed(task)
-    yield feed
-    feed.producer.flush(10)
-    feed.serde.registry.close()
-
-
 def test_sink_applies_every_kind_of_change(task: TaskConfig, feed: ChangeFeed) -> None:
     items, lines = table_schema("items"), table_schema("lines")
-    feed.register(items)
-    feed.register(lines)
-    for key in range(1, 7):
-        feed.send(items, "r", after=row(key))
-    feed.send(lines, "c", after=row(1))
-    feed.flush()
+    send_first_rows(feed, items, lines)
     stop = threading.Event()
     thread = threading.Thread(target=run_sink, args=(task, stop), daemon=True)
     thread.start()
@@ -241,20 +82,7 @@ def test_sink_applies_every_kind_of_change(task: TaskConfig, feed: ChangeFeed) -
         wait_caught_up(task, topics=2)
         assert len(target_rows(task, items.table)) == 6
 
-        feed.send(items, "u", before=row(2), after=row(2, 1))
-        feed.send(items, "d", before={"id": 3})  # key-only before, then a tombstone
-        feed.send(items, "d", before={"id": 99})  # a row the target never had
-        feed.send(items, "d", before=row(4))  # a key change: 4 becomes 40
-        feed.send(items, "c", after=row(40, 1))
-        # Unchanged TOAST: `note` not sent, so the target keeps it.
-        feed.send(items, "u", before=None, after=row(5, 1, note=None), unavailable=("note",))
-        # Unchanged TOAST merged with an earlier event of the same key in the batch.
-        feed.send(items, "c", after=row(7))
-        feed.send(items, "u", after=row(7, 1, note=None), unavailable=("note",))
-        feed.send(items, "u", after=row(6, 1, price=None, payload=None))
-        feed.send(lines, "c", after=row(2))
-        feed.send(lines, "t")
-        feed.send(lines, "c", after=row(3))
+        send_every_kind_of_change(feed, items, lines)
         feed.send(lines, "u", after=row(3, 1, note=None), unavailable=("note",))
         feed.flush()
         lags = wait_caught_up(task, topics=2)
@@ -262,21 +90,10 @@ def test_sink_applies_every_kind_of_change(task: TaskConfig, feed: ChangeFeed) -
         stop.set()
         thread.join(30)
 
-    expected_items = [
-        row(1),
-        row(2, 1),
-        row(5, 1, note=row(5)["note"]),
-        row(6, 1, price=None, payload=None),
-        row(7, 1, note=row(7)["note"]),
-        row(40, 1),
-    ]
+    expected_items = items_after_every_kind_of_change()
     assert target_rows(task, items.table) == [as_stored(r, items) for r in expected_items]
     assert target_rows(task, lines.table) == [as_stored(row(3, 1, note=row(3)["note"]), lines)]
-    stored = load_offsets(task)
-    assert {(p.topic, p.partition): p.end_offset for p in lags} == {
-        k: v.next_offset for k, v in stored.items()
-    }
-    assert all(p.latency_ms is not None and p.latency_ms >= 0 for p in lags)
+    assert_offsets_stored_at_log_end(task, lags)
 
 
 def test_new_column_is_added_to_the_target(task: TaskConfig, feed: ChangeFeed) -> None:
@@ -438,17 +255,7 @@ def test_terminal_error_stops_the_sink_with_the_table_and_position(
     feed.register(bad)
     feed.send(bad, "c", after=row(1))
     feed.flush()
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def target() -> None:
-        try:
-            run_sink(task, stop)
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    thread, stop, failure = sink_thread(task)
     thread.join(60)
     stop.set()
     assert not thread.is_alive()
@@ -461,8 +268,6 @@ def test_terminal_error_stops_the_sink_with_the_table_and_position(
 
 
 def test_refused_records_go_to_the_dead_letter_topic(task: TaskConfig, feed: ChangeFeed) -> None:
-    from tests.integration.test_sql_sinks import read_dead_letters
-
     url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as conn:
         conn.execute(

@@ -6,50 +6,39 @@ their table; `on_error: stop` stops the sink naming the position."""
 
 from __future__ import annotations
 
-import threading
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 import sqlalchemy as sa
-from confluent_kafka import Consumer, TopicPartition
 
 from consumers.errors import SinkError
 from consumers.lag import dead_letter_count
 from consumers.offsets import load_offsets
-from consumers.sink import run_sink
 from consumers.sql_offsets import sql_dialect
 from headwater.config import TaskConfig
 from schemas.tables import Column, TableSchema
-from schemas.topics import dead_letter_topic
-from tests.integration.test_postgres_sink import (
+from tests.sink_support import (
     ChangeFeed,
+    assert_offsets_stored_at_log_end,
+    feed,
+    items_after_every_kind_of_change,
+    mariadb_database,
+    read_dead_letters,
     row,
+    send_every_kind_of_change,
+    send_first_rows,
+    sink_thread,
     start_sink,
     table_schema,
     wait_caught_up,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def mariadb_database(root: str) -> Iterator[str]:
-    """A fresh MariaDB database; dropped afterwards."""
-    name = f"t_dst_{uuid.uuid4().hex[:8]}"
-    url = sa.engine.make_url(root)
-    conn = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username or "root")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}`")  # a generated name, no user input
-        yield url.set(database=name).render_as_string(hide_password=False)
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+__all__ = ["feed"]
 
 
 @pytest.fixture(params=["mysql", "sqlite"])
@@ -80,14 +69,6 @@ def build_task(
 @pytest.fixture
 def task(build_task: Callable[..., TaskConfig]) -> TaskConfig:
     return build_task()
-
-
-@pytest.fixture
-def feed(task: TaskConfig) -> Iterator[ChangeFeed]:
-    feed = ChangeFeed(task)
-    yield feed
-    feed.producer.flush(10)
-    feed.serde.registry.close()
 
 
 def run_target_sql(task: TaskConfig, statement: str) -> None:
@@ -130,69 +111,27 @@ def as_stored(values: dict[str, Any], schema: TableSchema, engine: str) -> tuple
     return tuple(out)
 
 
-def sink_thread(task: TaskConfig) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def target() -> None:
-        try:
-            run_sink(task, stop)
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, stop, failure
-
-
 def test_every_kind_of_change(task: TaskConfig, feed: ChangeFeed) -> None:
     engine = task.target.engine
     items, lines = table_schema("items"), table_schema("lines")
-    feed.register(items)
-    feed.register(lines)
-    for key in range(1, 7):
-        feed.send(items, "r", after=row(key))
-    feed.send(lines, "c", after=row(1))
-    feed.flush()
+    send_first_rows(feed, items, lines)
     sink = start_sink(task)
     try:
         wait_caught_up(task, topics=2)
         assert len(target_rows(task, "items")) == 6
-        feed.send(items, "u", before=row(2), after=row(2, 1))
-        feed.send(items, "d", before={"id": 3})
-        feed.send(items, "d", before={"id": 99})  # a row the target never had
-        feed.send(items, "d", before=row(4))  # a key change: 4 becomes 40
-        feed.send(items, "c", after=row(40, 1))
-        feed.send(items, "u", before=None, after=row(5, 1, note=None), unavailable=("note",))
-        feed.send(items, "c", after=row(7))
-        feed.send(items, "u", after=row(7, 1, note=None), unavailable=("note",))
-        feed.send(items, "u", after=row(6, 1, price=None, payload=None))
-        feed.send(lines, "c", after=row(2))
-        feed.send(lines, "t")
-        feed.send(lines, "c", after=row(3))
+        send_every_kind_of_change(feed, items, lines)
         feed.flush()
         lags = wait_caught_up(task, topics=2)
     finally:
         sink.halt()
-    expected = [
-        row(1),
-        row(2, 1),
-        row(5, 1, note=row(5)["note"]),
-        row(6, 1, price=None, payload=None),
-        row(7, 1, note=row(7)["note"]),
-        row(40, 1),
-    ]
+    expected = items_after_every_kind_of_change()
     got, want = target_rows(task, "items"), [as_stored(r, items, engine) for r in expected]
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         assert [(c.name, a) for c, a, b in zip(items.columns, g, w, strict=True) if a != b] == []
         assert g == w
     assert target_rows(task, "lines") == [as_stored(row(3), lines, engine)]
-    stored = load_offsets(task)
-    assert {(p.topic, p.partition): p.end_offset for p in lags} == {
-        k: v.next_offset for k, v in stored.items()
-    }
-    assert all(p.latency_ms is not None and p.latency_ms >= 0 for p in lags)
+    assert_offsets_stored_at_log_end(task, lags)
 
 
 def test_new_column_is_added(task: TaskConfig, feed: ChangeFeed) -> None:
@@ -225,26 +164,6 @@ def _poison_table(task: TaskConfig) -> None:
         f"CREATE TABLE items (id INTEGER PRIMARY KEY, {column}, price DECIMAL(12,2), "
         "note TEXT, created TEXT, payload TEXT, uid TEXT, data BLOB, day TEXT, at TEXT)",
     )
-
-
-def read_dead_letters(task: TaskConfig, count: int) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": task.kafka.bootstrap_servers,
-            "group.id": f"dlq-reader-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        consumer.assign([TopicPartition(dead_letter_topic(task.topic_prefix), 0, 0)])
-        found: list[Any] = []
-        for _ in range(60):
-            found += [m for m in consumer.consume(10, timeout=0.5) if m.error() is None]
-            if len(found) >= count:
-                break
-        return found
-    finally:
-        consumer.close()
 
 
 def test_poison_record_goes_to_the_dead_letter_topic(task: TaskConfig, feed: ChangeFeed) -> None:
@@ -328,7 +247,7 @@ def test_missing_table_and_changed_type_stop_only_their_table(
     feed.flush()
     sink = start_sink(task)
     try:
-        _wait_for(lambda: target_rows(task, "kept") == [(1, "one")])
+        wait_for(lambda: target_rows(task, "kept") == [(1, "one")])
         feed.register(narrowed)
         feed.send(
             narrowed,
@@ -336,7 +255,7 @@ def test_missing_table_and_changed_type_stop_only_their_table(
             after={"id": 2, "name": "two" if changed.type_name == "varchar" else b"2"},
         )
         feed.flush()
-        _wait_for(lambda: feed.topic(kept) in sink.loop.stopped_topics)
+        wait_for(lambda: feed.topic(kept) in sink.loop.stopped_topics)
         assert feed.topic(missing) in sink.loop.stopped_topics
     finally:
         sink.halt()
@@ -345,13 +264,6 @@ def test_missing_table_and_changed_type_stop_only_their_table(
     assert stored[(feed.topic(kept), 0)].next_offset == 1  # the narrowed event not applied
     assert (feed.topic(missing), 0) not in stored
     feed.serde.registry.close()
-
-
-def _wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = datetime.now() + timedelta(seconds=timeout)
-    while not check():
-        assert datetime.now() < deadline, "condition not met in time"
-        threading.Event().wait(0.2)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,59 @@
+"""What the end-to-end tests share: task runners stopped after the test, the sample
+database written to from a background thread, and the row-by-row check of its tables."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from headwater.compare import TableComparison
+from headwater.config import TaskConfig
+from headwater.runner import TaskRunner
+from headwater.sample_db import Workload
+from producers.postgres.connection import connect
+
+SAMPLE_TABLES = {"public.customers", "public.orders", "public.order_lines"}
+
+
+def assert_all_match(comparisons: list[TableComparison]) -> None:
+    """Every table of the sample database compared, equal and not empty."""
+    assert {str(c.table) for c in comparisons} == SAMPLE_TABLES
+    for c in comparisons:
+        assert c.matches, (c.table, c.missing[:5], c.extra[:5], c.different[:5])
+        assert c.source_rows == c.target_rows > 0
+
+
+def started_runners() -> Iterator[Callable[[TaskConfig], TaskRunner]]:
+    """For a fixture: start a TaskRunner per call; all are stopped at teardown."""
+    started: list[TaskRunner] = []
+
+    def start(task: TaskConfig) -> TaskRunner:
+        r = TaskRunner(task)
+        r.start()
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop(timeout=20)
+
+
+def write_in_background(
+    task: TaskConfig, changes: int, seed: int
+) -> tuple[threading.Thread, list[int]]:
+    """Run `changes` workload steps on the source from a thread; once done, the list holds
+    the workload's total count."""
+    done: list[int] = []
+
+    def work() -> None:
+        with connect(task.source.url) as conn:
+            w = Workload(conn, seed=seed)
+            for _ in range(changes):
+                w.step()
+                time.sleep(0.005)
+            done.append(w.counts.total)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, done
