@@ -293,6 +293,27 @@ def _report(label: str, rows: int, seconds: float, reference: float | None = Non
     print(f"  {label:<52} {seconds:8.2f}s  {rows / seconds:>10,.0f} /s{ratio}")
 
 
+def _print_target(
+    name: str,
+    baseline: str,
+    sink: tuple[int, float, float],
+    net_rows: int,
+    base_s: float,
+    sample_events: int,
+    naive_s: float,
+) -> None:
+    """One target's rates and ratios; all measured in this run."""
+    applied, elapsed, rss = sink
+    print(name)
+    print(f"  sink: {applied:,} events, {elapsed:.2f}s, peak RSS {rss:,.0f} MB")
+    _report("sink (events/s)", applied, elapsed)
+    _report("sink (net rows/s)", net_rows, elapsed)
+    _report(f"baseline {baseline} (rows/s)", net_rows, base_s)
+    _report(f"naive row-by-row ({sample_events:,} events/s)", sample_events, naive_s)
+    print(f"  ratio sink / baseline (net rows/s): {base_s / elapsed:.2f}")
+    print(f"  ratio sink / naive (events/s): {(applied / elapsed) / (sample_events / naive_s):.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -321,16 +342,14 @@ def main() -> None:
             )
             base = pg_baseline(plain, net)
             naive = pg_naive(plain, sample)
-            print("PostgreSQL")
-            print(f"  sink: {applied:,} events, {elapsed:.2f}s, peak RSS {rss:,.0f} MB")
-            _report("sink (events/s)", applied, elapsed)
-            _report("sink (net rows/s)", len(net), elapsed)
-            _report("baseline INSERT..SELECT..ON CONFLICT (rows/s)", len(net), base)
-            _report(f"naive row-by-row ({len(sample):,} events/s)", len(sample), naive)
-            print(f"  ratio sink / baseline (net rows/s): {base / elapsed:.2f}")
-            print(
-                f"  ratio sink / naive (events/s): "
-                f"{(applied / elapsed) / (len(sample) / naive):.1f}"
+            _print_target(
+                "PostgreSQL",
+                "INSERT..SELECT..ON CONFLICT",
+                (applied, elapsed, rss),
+                len(net),
+                base,
+                len(sample),
+                naive,
             )
         finally:
             with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
@@ -349,16 +368,14 @@ def main() -> None:
             )
             base = my_baseline(my_db, net)
             naive = my_naive(my_db, sample)
-            print("MariaDB")
-            print(f"  sink: {applied:,} events, {elapsed:.2f}s, peak RSS {rss:,.0f} MB")
-            _report("sink (events/s)", applied, elapsed)
-            _report("sink (net rows/s)", len(net), elapsed)
-            _report("baseline LOAD DATA + INSERT..SELECT..ODKU (rows/s)", len(net), base)
-            _report(f"naive row-by-row ({len(sample):,} events/s)", len(sample), naive)
-            print(f"  ratio sink / baseline (net rows/s): {base / elapsed:.2f}")
-            print(
-                f"  ratio sink / naive (events/s): "
-                f"{(applied / elapsed) / (len(sample) / naive):.1f}"
+            _print_target(
+                "MariaDB",
+                "LOAD DATA + INSERT..SELECT..ODKU",
+                (applied, elapsed, rss),
+                len(net),
+                base,
+                len(sample),
+                naive,
             )
         finally:
             with admin.cursor() as cur:
