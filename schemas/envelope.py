@@ -97,16 +97,52 @@ class ChangeEvent:
         return {name: row.get(name) for name in schema.primary_key}
 
 
+# id(schema) -> (schema, [(column, avro name)], whether every name is its own Avro name);
+# the schema is kept in the value so its id cannot be reused while the entry lives.
+_NAMES: dict[int, tuple[TableSchema, list[tuple[str, str]], bool]] = {}
+
+
+def _avro_names(schema: TableSchema) -> tuple[list[tuple[str, str]], bool]:
+    entry = _NAMES.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        pairs = [(c.name, avro_name(c.name)) for c in schema.columns]
+        entry = (schema, pairs, all(c == a for c, a in pairs))
+        if len(_NAMES) > 4096:  # schemas are few; a bound keeps a long process honest
+            _NAMES.clear()
+        _NAMES[id(schema)] = entry
+    return entry[1], entry[2]
+
+
 def _to_avro_row(row: Row | None, schema: TableSchema) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {avro_name(c.name): row.get(c.name) for c in schema.columns}
+    pairs, same = _avro_names(schema)
+    if same:
+        return row  # the encoder reads the schema's fields by name and ignores the rest
+    return {a: row.get(c) for c, a in pairs}
 
 
 def _from_avro_row(record: dict[str, Any] | None, schema: TableSchema) -> Row | None:
     if record is None:
         return None
-    return {c.name: record.get(avro_name(c.name)) for c in schema.columns}
+    pairs, same = _avro_names(schema)
+    if same and len(record) == len(pairs):
+        return record  # a decoded record is fresh and holds exactly the schema's fields
+    return {c: record.get(a) for c, a in pairs}
+
+
+# The last source and its record: a snapshot shares one SourceInfo across a whole batch of
+# rows. One tuple, swapped whole, so threads never see a half-updated pair.
+_LAST_SOURCE: tuple[SourceInfo | None, dict[str, Any]] = (None, {})
+
+
+def _source_record(source: SourceInfo) -> dict[str, Any]:
+    global _LAST_SOURCE
+    last, record = _LAST_SOURCE
+    if last is not source:
+        record = source.to_avro()
+        _LAST_SOURCE = (source, record)
+    return record
 
 
 def envelope_record(event: ChangeEvent, schema: TableSchema) -> dict[str, Any]:
@@ -114,7 +150,7 @@ def envelope_record(event: ChangeEvent, schema: TableSchema) -> dict[str, Any]:
     return {
         "before": _to_avro_row(event.before, schema),
         "after": _to_avro_row(event.after, schema),
-        "source": event.source.to_avro(),
+        "source": _source_record(event.source),
         "op": event.op,
         "ts_ms": event.ts_ms,
         "unavailable": list(event.unavailable) or None,
