@@ -162,11 +162,24 @@ def key_record(key: Row, schema: TableSchema) -> dict[str, Any]:
     return {avro_name(name): key[name] for name in schema.primary_key}
 
 
+# The decoder hands out the same `source` record while its bytes repeat (a snapshot batch).
+_LAST_DECODED: tuple[dict[str, Any] | None, SourceInfo | None] = (None, None)
+
+
+def _source_info(record: dict[str, Any]) -> SourceInfo:
+    global _LAST_DECODED
+    last, info = _LAST_DECODED
+    if last is not record or info is None:
+        info = SourceInfo.from_avro(record)
+        _LAST_DECODED = (record, info)
+    return info
+
+
 def event_from_record(record: dict[str, Any], schema: TableSchema) -> ChangeEvent:
     """Rebuild a ChangeEvent from a decoded envelope record."""
     return ChangeEvent(
         op=record["op"],
-        source=SourceInfo.from_avro(record["source"]),
+        source=_source_info(record["source"]),
         before=_from_avro_row(record.get("before"), schema),
         after=_from_avro_row(record.get("after"), schema),
         ts_ms=record.get("ts_ms"),

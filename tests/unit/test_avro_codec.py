@@ -197,3 +197,44 @@ def test_values_fastavro_refuses_are_refused() -> None:
     for bad in ({"n": 2**63, "d": Decimal(1)}, {"n": 1, "d": Decimal("1.25")}, {"n": 1, "d": 5}):
         with pytest.raises((OverflowError, ValueError, TypeError)):
             codec.write(bytearray(), bad)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record_and_value(), st.data())
+def test_a_repeating_nested_record_is_written_and_read_as_fastavro_does(
+    case: tuple[dict[str, Any], Any], data: st.DataObject
+) -> None:
+    # The codec reuses the last bytes/value of a nested record (the envelope's `source`):
+    # a stream of values where it repeats, changes and comes back must stay exact.
+    inner, first = case
+    schema = {
+        "type": "record",
+        "name": "Outer",
+        "namespace": "t",
+        "fields": [{"name": "inner", "type": inner}, {"name": "n", "type": "long"}],
+    }
+    parsed = fastavro.parse_schema(schema, _write_hint=True)
+    codec = compile_codec(parsed)
+    assert codec is not None
+    others = data.draw(st.lists(st.sampled_from([first, {**first}]), max_size=3))
+    for n, value in enumerate([first, *others, first]):
+        record = {"inner": value, "n": n}
+        expected = _fastavro_bytes(parsed, record)
+        out = bytearray()
+        codec.write(out, record)
+        assert bytes(out) == expected
+        assert _same(
+            codec.read(expected), fastavro.schemaless_reader(io.BytesIO(expected), parsed, None)
+        )
+
+
+def test_equal_but_differently_encoded_values_are_not_taken_from_the_memo() -> None:
+    inner = {"type": "record", "name": "I", "fields": [{"name": "x", "type": "double"}]}
+    schema = {"type": "record", "name": "O", "fields": [{"name": "i", "type": inner}]}
+    parsed = fastavro.parse_schema(schema, _write_hint=True)
+    codec = compile_codec(parsed)
+    assert codec is not None
+    for value in (0.0, -0.0, 0.0):  # equal as floats, different bytes
+        out = bytearray()
+        codec.write(out, {"i": {"x": value}})
+        assert bytes(out) == _fastavro_bytes(parsed, {"i": {"x": value}})
