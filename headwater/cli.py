@@ -18,7 +18,10 @@ from headwater.config import ConfigError, TaskConfig, load_task
 from headwater.stack.cli import stack_app
 
 app = typer.Typer(
-    help="headwater: full load and change data capture from PostgreSQL through Kafka.",
+    help=(
+        "headwater: full load and change data capture from PostgreSQL or MySQL/MariaDB "
+        "through Kafka into PostgreSQL, MySQL/MariaDB or SQLite."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -137,8 +140,7 @@ def validate(
     json_file: JsonReport = None,
     html_file: HtmlReport = None,
 ) -> None:
-    """Compare source and target: row counts, checksums narrowed to the differing rows,
-    numeric totals and foreign keys in the target. Exit 1 when anything differs."""
+    """Compare source and target: row counts, checksums narrowed to the differing rows, numeric totals and foreign keys in the target. Exit 1 when anything differs."""  # noqa: E501  (typer keeps a docstring's line breaks in --help)
     from headwater.check_commands import run_validate, split_names
 
     code = run_validate(
@@ -157,8 +159,7 @@ def validate(
 
 @app.command()
 def assess(task_file: TaskFile, json_file: JsonReport = None, html_file: HtmlReport = None) -> None:
-    """Premigration assessment of source, tables, target and Kafka: pass, warn or fail per
-    check. Exit 0 when nothing fails."""
+    """Premigration assessment of source, tables, target and Kafka: pass, warn or fail per check. Exit 0 when nothing fails."""  # noqa: E501
     from headwater.check_commands import run_assess
 
     raise typer.Exit(run_assess(_task(task_file), json_file, html_file, out))
@@ -177,8 +178,7 @@ def convert(
     json_file: JsonReport = None,
     html_file: HtmlReport = None,
 ) -> None:
-    """Target DDL for the selected tables, and what needs a person. Foreign keys and
-    secondary indexes come after the full load: `--apply`, load, `--apply --post-load`."""
+    """Target DDL for the selected tables, and what needs a person. Foreign keys and secondary indexes come after the full load: `--apply`, load, `--apply --post-load`."""  # noqa: E501
     from headwater.check_commands import run_convert
 
     if post_load and not apply:
