@@ -1,7 +1,10 @@
 """Benchmark: a MariaDB full load through headwater into PostgreSQL against
 `mariadb-dump | mariadb` of the same table, and binlog streaming against a sustained write
 load on the source, on the local stack. Also decodes the same binlog with pymysqlreplication
-alone, to show where the time goes. Prints numbers and ratios; asserts nothing.
+alone, and splits the full load's per-row CPU time into its steps (PyMySQL reading, our value
+conversion and event building, Avro encoding), to show where the time goes. CPU times, unlike
+wall-clock rates, hold up on a machine shared with other work. Prints numbers and ratios;
+asserts nothing.
 
     .venv/bin/python bench/bench_mysql_source.py --rows 1000000 --stream-rows 200000
 """
@@ -13,6 +16,8 @@ import logging
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -21,12 +26,21 @@ from pymysqlreplication.row_event import WriteRowsEvent
 
 from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
-from producers.mysql.connection import connect, reader_settings
+from producers.mysql import catalog
+from producers.mysql.changes import tuple_converter
+from producers.mysql.connection import Connection, connect, reader_settings
 from producers.mysql.flavor import current_position, detect
 from producers.mysql.position import BinlogPosition
 from producers.task_state import TaskStateStore
+from schemas.avro_schemas import value_schema
+from schemas.envelope import ChangeEvent, SourceInfo, envelope_record
+from schemas.registry import SchemaRegistry
+from schemas.serde import AvroSerde
+from schemas.tables import TableId
+from schemas.topics import table_topic, value_subject
 
 MARIADB = "mysql://root@127.0.0.1:3306"
+REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 # About 200 bytes a row, like the PostgreSQL benchmark.
@@ -123,6 +137,48 @@ def bench_full_load(db: str, rows: int, target_db: str) -> None:
     print(f"  ratio headwater / dump : {baseline / ours:8.2f} (rate)")
 
 
+T = TypeVar("T")
+
+
+def _cpu(step: Callable[[], T]) -> tuple[float, T]:
+    """The CPU seconds `step` took in this process, and its result."""
+    started = time.process_time()
+    result = step()
+    return time.process_time() - started, result
+
+
+def _fetch_all(conn: Connection, query: str, args: Any) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(query, args)
+        return list(cur.fetchall())
+
+
+def bench_breakdown(db: str, rows: int) -> None:
+    """CPU microseconds per row of each step of the full load, in this process (on at most
+    200k rows, which it holds in memory)."""
+    rows = min(rows, 200_000)
+    with connect(f"{MARIADB}/{db}") as conn:
+        schema = catalog.describe_table(conn, TableId(db, "bench_rows"))
+        query = "SELECT * FROM bench_rows LIMIT %s"
+        read_s, values = _cpu(lambda: _fetch_all(conn, query, (rows,)))
+    source = SourceInfo("mysql", "bench", db, schema.table, 0, "true", file="f", pos=4)
+    convert = tuple_converter(schema)
+    convert_s, events = _cpu(
+        lambda: [ChangeEvent("r", source, None, convert(r), 0) for r in values]
+    )
+    serde = AvroSerde(SchemaRegistry(REGISTRY))
+    topic = table_topic(f"bench{uuid.uuid4().hex[:8]}", schema.table)
+    value_id = serde.schema_id(value_subject(topic), value_schema("bench", schema))
+    encode_s, _ = _cpu(lambda: [serde.encode(value_id, envelope_record(e, schema)) for e in events])
+    print(f"full load CPU per row ({rows:,} rows, one process):")
+    for name, seconds in [
+        ("PyMySQL read and decode", read_s),
+        ("convert + build events (ours)", convert_s),
+        ("envelope + Avro encode", encode_s),
+    ]:
+        print(f"  {name:30}: {seconds / rows * 1e6:7.1f} us  ({rows / seconds:10,.0f} rows/s)")
+
+
 def _decode_only(start: BinlogPosition, rows: int) -> float:
     reader = BinLogStreamReader(
         connection_settings=reader_settings(MARIADB),
@@ -192,6 +248,7 @@ def main() -> None:
         started = time.monotonic()
         _mysql(db, TABLE_SQL, FILL_SQL.format(rows=args.rows))
         print(f"filled {args.rows:,} rows in {time.monotonic() - started:.1f} s")
+        bench_breakdown(db, args.rows)
         bench_full_load(db, args.rows, target_db)
         bench_stream(db, min(args.stream_rows, args.rows), target_db)
     finally:

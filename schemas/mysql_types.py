@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from schemas.tables import Column
@@ -145,6 +147,8 @@ def _date(value: Any, col: Column) -> date | None:
 
 
 def _datetime(value: Any, col: Column) -> datetime | None:
+    if type(value) is datetime and value.tzinfo is None:
+        return value  # the common case, without building a new datetime
     if _zero_date_is_null(value):
         return None
     return value.replace(tzinfo=None) if isinstance(value, datetime) else value
@@ -174,10 +178,6 @@ def _unsigned_bigint(value: Any, col: Column) -> Decimal:
     return Decimal(int(value))
 
 
-def _decimal(value: Any, col: Column) -> Decimal:
-    return Decimal(value).quantize(Decimal(1).scaleb(-(col.scale or 0)))
-
-
 def _text(value: Any, col: Column) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
@@ -197,7 +197,6 @@ _CONVERT = {
     "datetime": _datetime,
     "timestamp": _timestamp,
     "time": _time,
-    "decimal": _decimal,
     "float": lambda v, c: float(v),
     "double": lambda v, c: float(v),
     "char": _text,
@@ -217,16 +216,45 @@ _CONVERT = {
 _INTEGERS = ("tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year")
 
 
-def to_avro_value(col: Column, value: Any) -> Any:
-    """Turn a snapshot or binlog value of `col` into the value its Avro type expects."""
-    if value is None:
-        return None
+Converter = Callable[[Any], Any]
+
+
+def _fallback(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+_NO_COLUMN = Column("", "", "")
+
+
+def _text_value(value: Any) -> str:
+    # PyMySQL and pymysqlreplication give str for every character set we read in utf8mb4.
+    return value if type(value) is str else _text(value, _NO_COLUMN)
+
+
+def _decimal_converter(col: Column) -> Converter:
+    quantum = Decimal(1).scaleb(-(col.scale or 0))
+    return lambda value: Decimal(value).quantize(quantum)
+
+
+@lru_cache(maxsize=4096)
+def value_converter(col: Column) -> Converter:
+    """The function that turns a non-null value of `col` into its Avro value, chosen once
+    per column (a full load calls it for every value, so the choice is not made per value)."""
     name = col.type_name.lower()
     if name in _INTEGERS:
         if name == "bigint" and is_unsigned(col):
-            return _unsigned_bigint(value, col)
-        return int(value)
+            return lambda value: _unsigned_bigint(value, col)
+        return int
+    if name == "decimal":
+        return _decimal_converter(col)
+    if _CONVERT.get(name) is _text:
+        return _text_value
     convert = _CONVERT.get(name)
     if convert is not None:
-        return convert(value, col)
-    return value.hex() if isinstance(value, bytes) else str(value)
+        return lambda value: convert(value, col)
+    return _fallback
+
+
+def to_avro_value(col: Column, value: Any) -> Any:
+    """Turn a snapshot or binlog value of `col` into the value its Avro type expects."""
+    return None if value is None else value_converter(col)(value)

@@ -4,7 +4,9 @@ DDL statement) that are the only positions worth saving.
 
 Column names come from the TableMapEvent's optional metadata (`binlog_row_metadata=FULL`),
 never from INFORMATION_SCHEMA, which describes the table as it is now, not as it was when
-the event was written.
+the event was written. Which tables are followed is decided by the task's patterns on the
+names the events carry, so a table renamed (or created) into the selection is followed and
+one renamed out of it is not; see `_follow_renames` for what a rename does to the target.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from pymysqlreplication.row_event import (
 from headwater.config import TaskConfig
 from producers.errors import SourceError
 from producers.event_writer import EventWriter
-from producers.mysql import catalog
+from producers.mysql import catalog, snapshot
 from producers.mysql.changes import RowsContext, row_events, truncate_event, truncated_table
-from producers.mysql.connection import Connection, reader_settings
+from producers.mysql.connection import Connection, connect, reader_settings
 from producers.mysql.flavor import Flavor, GtidTracker, reader_resume_args
 from producers.mysql.position import BinlogPosition
+from producers.mysql.renames import RenameEffect, rename_effect, renamed_tables
 from producers.mysql.table_map import Signature, schema_from_table_map, signature
 from schemas.envelope import Op
 from schemas.tables import TableId, TableSchema
@@ -95,7 +98,7 @@ class BinlogSession:
         self.flavor = flavor
         self.conn = conn
         self.writer = writer
-        self.selected = selected
+        self.selected = selected  # the tables the full load put in the target
         self.server_id = server_id
         self.committed: BinlogPosition | None = None  # end of the last whole transaction
         self._reader: BinLogStreamReader | None = None
@@ -117,7 +120,7 @@ class BinlogSession:
             server_id=self.server_id,
             blocking=True,
             only_events=_EVENTS,
-            only_schemas=sorted({t.schema for t in self.selected}),
+            only_schemas=catalog.selected_databases(self.task.tables),
             slave_heartbeat=self.task.source.heartbeat_s,
             enable_logging=False,
             **reader_resume_args(self.flavor, start, by_gtid),
@@ -163,30 +166,33 @@ class BinlogSession:
             if query.upper() != "BEGIN":  # DDL, or COMMIT of a non-transactional table
                 written = self._truncate(event, query)
                 self._boundary()
-                return written, False
+                return written + self._follow_renames(event, query), False
         elif isinstance(event, HeartbeatLogEvent):
             if not self._in_tx:
                 self._boundary()  # idle: the server has sent us everything up to here
             return 0, True
         return 0, False
 
+    def _follows(self, table: TableId) -> bool:
+        return self.task.tables.selects(table)
+
     def _table_map(self, event: Any) -> None:
         table = TableId(event.schema, event.table)
-        if table not in self.selected:
+        if not self._follows(table):
             return
         key = signature(event)
         schema = self._shapes.get(key)
         if schema is None:
             schema = schema_from_table_map(event, self._catalog_schema(table))
+            _require_key(schema)
             self._shapes[key] = schema
             self.writer.register_table(schema)
         self._by_table_id[event.table_id] = schema
         self._latest[table] = schema
 
     def _truncate(self, event: Any, query: str) -> int:
-        schema_name = event.schema.decode() if isinstance(event.schema, bytes) else event.schema
-        table = truncated_table(query, str(schema_name or ""))
-        if table is None or table not in self.selected:
+        table = truncated_table(query, _session_db(event))
+        if table is None or not self._follows(table):
             return 0
         schema = self._latest.get(table) or self._catalog_schema(table)
         if schema is None:
@@ -220,3 +226,96 @@ class BinlogSession:
         for change in events:
             self.writer.write(change)
         return len(events)
+
+    # --- RENAME TABLE, ALTER TABLE ... RENAME ------------------------------------------
+
+    def _follow_renames(self, event: Any, query: str) -> int:
+        """Make the target follow the renames of a statement (already at a boundary).
+
+        Events of a renamed table go to the topic of its new name, as Debezium does; and so
+        that the target ends with the right rows under the right table, a followed name
+        whose table moved away is emptied (a `t` event) and a followed name that a table
+        moved into is emptied and loaded again from the table as it is now, before the
+        events after the rename. Those events replay changes the load may already show;
+        each is a full row image, so the target ends equal to the source.
+        """
+        effect = rename_effect(renamed_tables(query, _session_db(event)))
+        filled = [(new, was) for new, was in effect.filled if self._follows(new)]
+        written = 0
+        ctx = self._context(event)
+        for name in effect.vacated:
+            written += self._empty_vacated(name, effect, ctx)
+        if not filled:
+            return written
+        self.close()  # the server would drop a reader left unread during a long load
+        for new, was in filled:
+            written += self._reload(new, was, ctx)
+        assert self.committed is not None
+        self.open(self.committed)
+        return written
+
+    def _empty_vacated(self, name: TableId, effect: RenameEffect, ctx: RowsContext) -> int:
+        if not self._follows(name) or (name not in self._latest and name not in self.selected):
+            return 0  # the target never had rows under this name
+        schema = self._latest.pop(name, None)
+        if schema is None:  # its shape as the catalog shows it under the name it went to
+            went = next((new for new, was in effect.filled if was == name), None)
+            moved = self._catalog_schema(went) if went is not None else None
+            if moved is None or not moved.columns:
+                log.warning("task %s: %s was renamed, its target rows stay", self.task.name, name)
+                return 0
+            schema = TableSchema(name, moved.columns, moved.primary_key, moved.engine)
+        self.writer.register_table(schema)
+        self.writer.write(truncate_event(schema, ctx))
+        log.info("task %s: %s renamed away: its target rows are removed", self.task.name, name)
+        return 1
+
+    def _reload(self, table: TableId, was: TableId, ctx: RowsContext) -> int:
+        schema = self._catalog_schema(table)
+        if schema is None or not schema.columns:
+            # Renamed again or dropped since: the events that follow tell the rest.
+            log.warning("task %s: %s (renamed from %s) is gone", self.task.name, table, was)
+            return 0
+        _require_key(schema)
+        assert self.committed is not None
+        self.writer.register_table(schema)
+        self.writer.write(truncate_event(schema, ctx))
+        written = 1
+        with connect(self.task.source.url) as conn:
+            snapshot.begin_read(conn)
+            chunks = snapshot.read_table(
+                conn,
+                schema,
+                self.task.topic_prefix,
+                self.committed,
+                self.task.source.snapshot_fetch_rows,
+                None,
+            )
+            for events, _key in chunks:
+                for change in events:
+                    self.writer.write(change)
+                written += len(events)
+            conn.rollback()
+        self._latest[table] = schema
+        log.info(
+            "task %s: %s renamed to %s: loaded %d rows under the new name",
+            self.task.name,
+            was,
+            table,
+            written - 1,
+        )
+        return written
+
+
+def _session_db(event: Any) -> str:
+    """The default database of the session that wrote a QueryEvent."""
+    name = event.schema.decode() if isinstance(event.schema, bytes) else event.schema
+    return str(name or "")
+
+
+def _require_key(schema: TableSchema) -> None:
+    if not schema.primary_key:
+        raise SourceError(
+            f"table {schema.table} has no primary key: add one, or exclude it in "
+            "`tables.exclude` (it came into the selection while streaming)"
+        )

@@ -64,6 +64,11 @@ def cdc_settings_problem(variables: dict[str, str]) -> str | None:
             "source binary log is off: start the server with log_bin (log-bin = mysql-bin "
             "in my.cnf) and restart it"
         )
+    if "binlog_row_metadata" not in variables:
+        return (
+            "source has no binlog_row_metadata (MariaDB before 10.5, MySQL before 8.0.1), so "
+            "its binlog does not name columns: upgrade the server to MariaDB 10.5+ or MySQL 8"
+        )
     for name, wanted, fix in _REQUIRED_SETTINGS:
         value = variables.get(name, "(missing)")
         if value.upper() != wanted:
@@ -95,15 +100,13 @@ def check_privileges(conn: Connection, flavor: Flavor, cdc: bool) -> None:
     grants = _grants(conn)
     if "ALL PRIVILEGES ON *.*" in grants:
         return
-    needed = ["SELECT"]
-    if cdc:
-        needed += ["REPLICATION SLAVE", flavor.monitor_privilege]
-        if not flavor.mariadb:
-            needed.append("RELOAD")  # FLUSH TABLES WITH READ LOCK for the snapshot
+    needed = ["SELECT", *flavor.cdc_privileges()] if cdc else ["SELECT"]
     global_grants = " ".join(line for line in grants.split("GRANT ") if " ON *.* TO " in line)
-    missing = [p for p in needed if p not in global_grants and not _select_elsewhere(p, grants)]
-    if flavor.mariadb and "REPLICATION CLIENT" in global_grants:
-        missing = [p for p in missing if p != "BINLOG MONITOR"]  # its older name
+    missing = [
+        p
+        for p in needed
+        if not flavor.has_privilege(p, global_grants) and not _select_elsewhere(p, grants)
+    ]
     if missing:
         user = _rows(conn, "SELECT CURRENT_USER()")[0][0]
         raise SourceError(
@@ -141,6 +144,15 @@ def selected_tables(conn: Connection, selection: TableSelection) -> list[TableId
     """The source tables (`database.table`) the task's include/exclude patterns select."""
     tables = [TableId(str(s), str(n)) for s, n in _rows(conn, _TABLES_SQL, (_SYSTEM_DBS,))]
     return [t for t in tables if selection.selects(t)]
+
+
+def selected_databases(selection: TableSelection) -> list[str] | None:
+    """The databases the include patterns can match (the binlog reader skips the rows of
+    the others before decoding them); None when a pattern's database part is a wildcard."""
+    databases = {p.split(".", 1)[0] for p in selection.include}
+    if any(any(c in d for c in "*?[") for d in databases):
+        return None
+    return sorted(databases)
 
 
 def primary_key(conn: Connection, table: TableId) -> tuple[str, ...]:

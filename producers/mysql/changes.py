@@ -5,11 +5,12 @@ the new one. Pure: the caller gives each event the TableSchema its TableMapEvent
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from schemas.envelope import ChangeEvent, Op, Row, SourceInfo
-from schemas.mysql_types import to_avro_value
+from schemas.mysql_types import Converter, value_converter
 from schemas.tables import TableId, TableSchema
 
 CONNECTOR = "mysql"
@@ -28,9 +29,40 @@ class RowsContext:
     thread: int | None = None
 
 
+def _converters(schema: TableSchema) -> list[tuple[str, Converter]]:
+    return [(c.name, value_converter(c)) for c in schema.columns]
+
+
 def convert_row(schema: TableSchema, values: dict[str, Any]) -> Row:
     """A decoded binlog (or snapshot) row as Avro-ready values, by column name."""
-    return {c.name: to_avro_value(c, values.get(c.name)) for c in schema.columns}
+    return dict_converter(schema)(values)
+
+
+def dict_converter(schema: TableSchema) -> Callable[[dict[str, Any]], Row]:
+    """`convert_row` for many rows of one shape (the per-column choices made once)."""
+    converters = _converters(schema)
+
+    def convert(values: dict[str, Any]) -> Row:
+        row: Row = {}
+        for name, to_avro in converters:
+            value = values.get(name)
+            row[name] = None if value is None else to_avro(value)
+        return row
+
+    return convert
+
+
+def tuple_converter(schema: TableSchema) -> Callable[[Sequence[Any]], Row]:
+    """Like `dict_converter`, for rows read as tuples in the schema's column order."""
+    converters = _converters(schema)
+
+    def convert(values: Sequence[Any]) -> Row:
+        return {
+            name: None if value is None else to_avro(value)
+            for (name, to_avro), value in zip(converters, values, strict=True)
+        }
+
+    return convert
 
 
 def _source(schema: TableSchema, ctx: RowsContext) -> SourceInfo:
@@ -58,19 +90,16 @@ def row_events(
 ) -> list[ChangeEvent]:
     """The events of one Write/Update/DeleteRows event (`op` c, u or d)."""
     source = _source(schema, ctx)
+    convert_row = dict_converter(schema)
     events: list[ChangeEvent] = []
     for row in rows:
         if op == "c":
-            events.append(
-                ChangeEvent("c", source, None, convert_row(schema, row["values"]), ctx.ts_ms)
-            )
+            events.append(ChangeEvent("c", source, None, convert_row(row["values"]), ctx.ts_ms))
         elif op == "d":
-            events.append(
-                ChangeEvent("d", source, convert_row(schema, row["values"]), None, ctx.ts_ms)
-            )
+            events.append(ChangeEvent("d", source, convert_row(row["values"]), None, ctx.ts_ms))
         else:
-            before = convert_row(schema, row["before_values"])
-            after = convert_row(schema, row["after_values"])
+            before = convert_row(row["before_values"])
+            after = convert_row(row["after_values"])
             if _key(schema, before) != _key(schema, after):
                 # As Debezium does: each key's events stay in that key's partition.
                 events.append(ChangeEvent("d", source, before, None, ctx.ts_ms))

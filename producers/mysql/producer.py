@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 
+import pymysql
+
 from headwater.config import TaskConfig
 from producers.errors import SourceError
 from producers.event_writer import EventWriter
@@ -24,6 +26,7 @@ from schemas.topics import table_topic
 log = logging.getLogger(__name__)
 
 _STATE_SAVE_INTERVAL_S = 2.0
+_NO_SUCH_TABLE = 1146  # ER_NO_SUCH_TABLE
 
 
 def open_checked(task: TaskConfig) -> tuple[Connection, flavor.Flavor, list[TableId]]:
@@ -117,7 +120,7 @@ class MysqlProducer:
             for table, schema in schemas.items():
                 progress = self.state.tables.setdefault(str(table), TableProgress())
                 if not progress.done:
-                    self._load_table(snap_conn, schema, progress, at)
+                    self._load_table_unless_gone(snap_conn, schema, progress, at)
                 if self.stop.is_set():
                     raise InterruptedError("stopped during the full load")
             snap_conn.rollback()
@@ -128,6 +131,30 @@ class MysqlProducer:
         start = BinlogPosition.from_dict(self.state.binlog)
         assert start is not None
         return start
+
+    def _load_table_unless_gone(
+        self, conn: Connection, schema: TableSchema, progress: TableProgress, at: BinlogPosition
+    ) -> None:
+        try:
+            self._load_table(conn, schema, progress, at)
+        except pymysql.err.ProgrammingError as exc:
+            if exc.args[0] != _NO_SUCH_TABLE:
+                raise
+            if self.task.mode == "full-load":
+                raise SourceError(
+                    f"table {schema.table} was renamed or dropped during the full load: run "
+                    "the task again (it loads the tables under the names they have then)"
+                ) from None
+            # Renamed or dropped after the snapshot began (the read view does not cover
+            # DDL); streaming from the snapshot's position meets the RENAME and loads the
+            # table under its new name.
+            log.warning(
+                "task %s: %s was renamed or dropped during the full load",
+                self.task.name,
+                schema.table,
+            )
+            progress.done = True
+            self._save_state(force=True)
 
     def _load_table(
         self, conn: Connection, schema: TableSchema, progress: TableProgress, at: BinlogPosition

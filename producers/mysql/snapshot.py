@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from producers.mysql.changes import CONNECTOR, convert_row
+from producers.mysql.changes import CONNECTOR, tuple_converter
 from producers.mysql.connection import Connection
 from producers.mysql.position import BinlogPosition
 from schemas.envelope import ChangeEvent, SourceInfo
@@ -19,6 +19,14 @@ from schemas.tables import TableSchema
 def quote(name: str) -> str:
     """A MySQL identifier in backticks (a backtick inside doubled)."""
     return "`" + name.replace("`", "``") + "`"
+
+
+def begin_read(conn: Connection) -> None:
+    """Begin a read-only transaction that reads every table at one instant (no lock, no
+    binlog position: for loads whose position the caller already knows)."""
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
 
 
 def _after_key(key: Sequence[str]) -> str:
@@ -57,6 +65,7 @@ def read_table(
 ) -> Iterator[tuple[list[ChangeEvent], list[Any]]]:
     """Yield (events, last key of the chunk) for the rows after `last_key`."""
     names = schema.column_names
+    convert = tuple_converter(schema)
     key_index = [names.index(k) for k in schema.primary_key]
     key = list(last_key) if last_key else None
     while True:
@@ -67,16 +76,8 @@ def read_table(
         if not rows:
             return
         source = _source(schema, source_name, position)
-        events = [
-            ChangeEvent(
-                "r",
-                source,
-                None,
-                convert_row(schema, dict(zip(names, row, strict=True))),
-                source.ts_ms,
-            )
-            for row in rows
-        ]
+        ts_ms = source.ts_ms
+        events = [ChangeEvent("r", source, None, convert(row), ts_ms) for row in rows]
         key = [rows[-1][i] for i in key_index]
         yield events, key
         if len(rows) < fetch_rows:

@@ -49,6 +49,12 @@ def test_each_binlog_setting_gets_one_line_naming_the_fix(name: str, value: str,
     assert problem is not None and fix in problem and "\n" not in problem
 
 
+def test_a_server_without_binlog_row_metadata_is_told_to_upgrade() -> None:
+    old = {k: v for k, v in GOOD.items() if k != "binlog_row_metadata"}
+    problem = catalog.cdc_settings_problem(old)
+    assert problem is not None and "upgrade the server" in problem and "\n" not in problem
+
+
 def test_the_local_mariadb_passes_every_check(
     mysql_task: Callable[..., TaskConfig], mysql_db: str
 ) -> None:
