@@ -29,6 +29,11 @@ class TableProgress:
     finished_ms: int = 0
     # The last primary key Kafka acknowledged, for a chunked snapshot that resumes (MySQL).
     last_key: list[Any] | None = None
+    # The chunked full load (PostgreSQL): how many key-range chunks the table was split
+    # into, and the finished (flushed) ones as merged runs [first, last, lower, upper]
+    # (chunk indexes, then the text keys bounding the run; see producers/postgres/chunks.py).
+    chunks_total: int = 0
+    chunks_done: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from producers.errors import SourceError
+from producers.postgres.chunks import KeyRange, range_condition
 from schemas.envelope import ChangeEvent, Row, SourceInfo
 from schemas.pg_types import parse_pg_text
 from schemas.tables import TableId, TableSchema
@@ -48,13 +50,12 @@ def _key_sql(schema: TableSchema) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(k) for k in schema.primary_key)
 
 
-def chunk_query(schema: TableSchema, after: Sequence[str] | None, size: int) -> sql.Composed:
-    """COPY of the next `size` rows in primary-key order after key `after` (text values)."""
-    where: sql.Composable = sql.SQL("")
-    if after is not None:
-        where = sql.SQL(" WHERE ({}) > ({})").format(
-            _key_sql(schema), sql.SQL(", ").join(sql.Literal(v) for v in after)
-        )
+def chunk_query(
+    schema: TableSchema, after: Sequence[str] | None, size: int, until: Sequence[str] | None = None
+) -> sql.Composed:
+    """COPY of the next `size` rows in primary-key order after key `after` and up to key
+    `until` (text values; None: unbounded)."""
+    where = range_condition(schema, after, until)
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in schema.columns)
     return sql.SQL("COPY (SELECT {} FROM {}{} ORDER BY {} LIMIT {}) TO STDOUT").format(
         columns,
@@ -87,14 +88,27 @@ class IncrementalSnapshot:
     queue: list[TableId] = field(default_factory=list)
     resume_after: dict[TableId, list[str] | None] = field(default_factory=dict)
     chunk: Chunk | None = None
+    # A resumed chunked full load reads only the key ranges its finished chunks left:
+    # the current range's end (inclusive), and the ranges after it.
+    until: dict[TableId, list[str] | None] = field(default_factory=dict)
+    more_ranges: dict[TableId, list[KeyRange]] = field(default_factory=dict)
 
-    def request(self, table: TableId, after: list[str] | None = None) -> None:
-        """Queue `table` (again), starting after key `after` (None: from the start)."""
+    def request(
+        self,
+        table: TableId,
+        after: list[str] | None = None,
+        until: list[str] | None = None,
+        more: Sequence[KeyRange] = (),
+    ) -> None:
+        """Queue `table` (again), starting after key `after` (None: from the start), up to
+        key `until` (None: to the end), then the key ranges (after, until] of `more`."""
         if self.chunk is not None and self.chunk.schema.table == table:
             self.chunk = None  # a fresh request restarts the table
         if table not in self.queue:
             self.queue.append(table)
         self.resume_after[table] = after
+        self.until[table] = until
+        self.more_ranges[table] = list(more)
 
     @property
     def busy(self) -> bool:
@@ -104,19 +118,29 @@ class IncrementalSnapshot:
         """Low watermark, read the next range of the head table, high watermark. False
         when the table is exhausted (it leaves the queue)."""
         table = schema.table
+        if not schema.primary_key:
+            raise SourceError(
+                f"table {table} has no primary key, so it cannot be loaded while the stream "
+                "runs (an interrupted full load or a newly included table): add a primary key, "
+                "or run `headwater cleanup` on the task file and start it again for a full load"
+            )
         after = self.resume_after.get(table)
         chunk_id = uuid.uuid4().hex
         self._watermark(conn, f"low:{chunk_id}")
         rows: dict[Key, Row] = {}
         last: list[str] = []
         key_index = [schema.column_names.index(k) for k in schema.primary_key]
-        with conn.cursor() as cur, cur.copy(chunk_query(schema, after, self.chunk_size)) as copy:
+        query = chunk_query(schema, after, self.chunk_size, self.until.get(table))
+        with conn.cursor() as cur, cur.copy(query) as copy:
             for values in copy.rows():
                 row = {
                     c.name: parse_pg_text(c, v) for c, v in zip(schema.columns, values, strict=True)
                 }
                 last = [str(values[i]) for i in key_index]
                 rows[_key(schema, row)] = row
+        if not rows and self.more_ranges.get(table):
+            self.resume_after[table], self.until[table] = self.more_ranges[table].pop(0)
+            return self.read_chunk(conn, schema)
         if not rows:
             self.queue.remove(table)
             self.resume_after.pop(table, None)

@@ -7,18 +7,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from functools import partial
 
 import psycopg
 
 from headwater.config import TaskConfig
 from producers.errors import SourceError, SourceUnreachable
 from producers.event_writer import EventWriter
-from producers.postgres import catalog, snapshot
+from producers.postgres import catalog, chunks
 from producers.postgres.acks import AckTracker
-from producers.postgres.changes import ChangeBuilder
+from producers.postgres.changes import ChangeBuilder, HandedOut
 from producers.postgres.connection import connect
+from producers.postgres.full_load import ChunkedLoad
 from producers.postgres.incremental import (
     SIGNAL_PREFIX,
     WATERMARK_PREFIX,
@@ -40,7 +40,6 @@ from producers.postgres.replication import (
     slot_info,
 )
 from producers.task_state import TableProgress, TaskState, TaskStateStore
-from schemas.envelope import ChangeEvent
 from schemas.pg_types import UnrepresentableValue
 from schemas.registry import SchemaRegistry
 from schemas.tables import TableId, TableSchema
@@ -69,7 +68,7 @@ class PostgresProducer:
         self.store.ensure_topic()
         self.state = self.store.load(task.name) or TaskState(task.name)
         self._last_save = 0.0
-        self._snapshot_lsn: int | None = None
+        self._handed_out: HandedOut = (0, 0)  # kept across reconnects (ChangeBuilder)
         self.incremental = IncrementalSnapshot(task.name, task.topic_prefix, self.db)
 
     def _type_resolver(self) -> catalog.TypeResolver:
@@ -143,14 +142,34 @@ class PostgresProducer:
     def _resume_load_incrementally(self) -> None:
         for table in self.tables:
             progress = self.state.tables.setdefault(str(table), TableProgress())
-            if not progress.done:
+            if progress.done:
+                continue
+            if progress.chunks_total:  # a chunked load: only the ranges not finished
+                ranges = chunks.unfinished_ranges(progress.chunks_done, progress.chunks_total)
                 log.info(
-                    "task %s: resuming the load of %s after key %s",
+                    "task %s: resuming the load of %s: %d of %d chunks finished, %d key "
+                    "ranges left",
                     self.task.name,
                     table,
-                    progress.last_key,
+                    chunks.chunks_finished(progress.chunks_done),
+                    progress.chunks_total,
+                    len(ranges),
                 )
-                self.incremental.request(table, progress.last_key)
+                if ranges:
+                    (after, until), *more = ranges
+                    self.incremental.request(table, after, until, more)
+                else:
+                    progress.done = True
+                continue
+            log.info(
+                "task %s: resuming the load of %s after key %s",
+                self.task.name,
+                table,
+                progress.last_key,
+            )
+            self.incremental.request(table, progress.last_key)
+        if not self.incremental.busy:
+            self.state.snapshot_status = "done"
 
     def _queue_new_tables(self) -> None:
         """Tables the task selects now but never loaded (newly included): load them."""
@@ -180,63 +199,23 @@ class PostgresProducer:
             time.sleep(0.5)
 
     def _full_load(self, snapshot_name: str | None, lsn: int | None) -> None:
-        schemas = {t: catalog.describe_table(self.conn, t, self.types) for t in self.tables}
-        for schema in schemas.values():
+        """Chunks of every table read in parallel at the snapshot (see `full_load`); the
+        slot is acknowledged past `lsn` only after this returns, every chunk flushed."""
+        schemas = [catalog.describe_table(self.conn, t, self.types) for t in self.tables]
+        for schema in schemas:
             self.writer.register_table(schema)
         self.state.snapshot_status = "running"
-        self.state.tables = {
-            str(t): TableProgress(estimate=catalog.estimated_rows(self.conn, t))
-            for t in self.tables
-        }
+        self.state.tables = {str(t): TableProgress() for t in self.tables}
         self._save_state(force=True)
-        self._snapshot_lsn = lsn
-        with connect(self.task.source.url) as snap_conn:
-            snapshot.begin_snapshot(snap_conn, snapshot_name)
-            for table in self.tables:
-                self._load_table(snap_conn, schemas[table])
-                if self.stop.is_set():
-                    raise InterruptedError("stopped during the full load")
-            snapshot.end_snapshot(snap_conn)
-        self.writer.flush()
+        save = partial(self._save_state, force=True)
+        ChunkedLoad(self.task, self.db, schemas, self.state, save, self.stop).run(
+            snapshot_name, lsn
+        )
         self.state.snapshot_status = "done"
         if lsn is not None:
             self.state.acked_position = format_lsn(lsn)
         self._save_state(force=True)
         log.info("task %s: full load done", self.task.name)
-
-    def _load_table(self, conn: psycopg.Connection[Any], schema: TableSchema) -> None:
-        progress = self.state.tables[str(schema.table)]
-        progress.started_ms = int(time.time() * 1000)
-        batches = snapshot.read_table(
-            conn,
-            schema,
-            self.task.topic_prefix,
-            self.db,
-            self._snapshot_lsn,
-            self.task.source.snapshot_fetch_rows,
-        )
-        try:
-            self._write_batches(batches, progress)
-        except UnrepresentableValue as exc:
-            raise SourceError(f"task {self.task.name}: table {schema.table}: {exc}") from None
-        if self.stop.is_set():
-            return
-        progress.done = True
-        progress.finished_ms = int(time.time() * 1000)
-        log.info("task %s: snapshot of %s: %d rows", self.task.name, schema.table, progress.rows)
-
-    def _write_batches(
-        self, batches: Iterator[tuple[list[ChangeEvent], list[str]]], progress: TableProgress
-    ) -> None:
-        for batch, last_key in batches:
-            for event in batch:
-                self.writer.write(event)
-            progress.rows += len(batch)
-            progress.last_key = last_key
-            # Flushed before saved: a resumed load never skips a row Kafka did not get.
-            self._save_state(flush=True)
-            if self.stop.is_set():
-                return
 
     # --- streaming ----------------------------------------------------------------------
 
@@ -289,7 +268,9 @@ class PostgresProducer:
 
     def _stream_once(self, stream: ReplicationStream) -> None:
         selected: set[TableId] = set(self.tables)
-        builder = ChangeBuilder(self.task.topic_prefix, self.db, selected, self._describe)
+        builder = ChangeBuilder(
+            self.task.topic_prefix, self.db, selected, self._describe, self._handed_out
+        )
         stream.start(self.task.slot_name, self.task.publication)
         loop = AckTracker(stream, self.writer, self.task.source.ack_interval_s)
         log.info("task %s: streaming slot %s", self.task.name, self.task.slot_name)
@@ -322,6 +303,7 @@ class PostgresProducer:
             self.state.acked_position = format_lsn(loop.acked)
             self._save_state(force=True)
         finally:
+            self._handed_out = builder.handed_out
             stream.stop()
             stream.conn.close()
             if self.stop.is_set():

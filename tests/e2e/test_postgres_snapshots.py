@@ -54,7 +54,8 @@ def keep_writing(task: TaskConfig, table: str, stop: threading.Event, top: int) 
 
 
 def test_full_load_killed_half_way_resumes(make_task: Callable[..., TaskConfig]) -> None:
-    task = make_task(source={"snapshot_fetch_rows": 500})
+    # Chunks of 5,000 rows, so the load is killed with some of them finished.
+    task = make_task(source={"snapshot_fetch_rows": 500, "snapshot_chunk_rows": 5000})
     fill(task, "big", 60_000)
     store = TaskStateStore(task.kafka.bootstrap_servers)
     first = TaskRunner(task)

@@ -1,0 +1,277 @@
+"""The worker processes of the parallel full load. Each opens its own connection, imports
+the exported snapshot, reads the chunks it takes from one shared queue with COPY, and
+produces their `r` events through its own idempotent producer, flushed before it reports a
+chunk done: a chunk reported done is in Kafka.
+
+`WorkerPool` is the parent's side: it starts the workers (spawned, so no connection or
+Kafka client is inherited), waits until each has imported the snapshot (the exporter must
+stay idle until then), hands out chunks and turns the workers' reports into callbacks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from typing import Any
+
+import psycopg
+
+from headwater.config import TaskConfig
+from producers.errors import SourceError
+from producers.event_writer import EventWriter
+from producers.postgres import snapshot
+from producers.postgres.chunks import SnapshotChunk, copy_query
+from producers.postgres.connection import connect
+from schemas.envelope import ChangeEvent, SourceInfo
+from schemas.pg_types import UnrepresentableValue, parse_pg_text
+from schemas.registry import SchemaRegistry
+from schemas.tables import TableSchema
+
+log = logging.getLogger(__name__)
+
+_READY_TIMEOUT_S = 120.0
+_PR_SET_PDEATHSIG = 1
+
+# Reports from a worker: ("ready", pid), ("start", chunk, pid), ("done", chunk, rows, pid),
+# ("error", pid, message).
+Report = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker needs, picklable."""
+
+    task_data: dict[str, Any]
+    snapshot_name: str
+    lsn: int | None
+    db: str
+    schemas: dict[str, TableSchema]  # by str(table)
+    log_level: int
+    parent_pid: int
+
+
+# --- worker side -------------------------------------------------------------------------
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive a killed producer: its snapshot rows, produced after a
+    restarted producer streamed newer changes, would overwrite them."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent-pid check between batches still applies
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def worker_main(
+    setup: WorkerSetup, chunks: Queue[Any], reports: Queue[Report], stop: Event
+) -> None:
+    """Entry point of a worker process."""
+    _die_with_parent(setup.parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    logging.basicConfig(
+        level=setup.log_level, format="%(asctime)s snapshot-worker %(levelname)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call
+    try:
+        _ChunkReader(setup, reports, stop).run(chunks)
+    except Exception as exc:
+        if not isinstance(exc, SourceError):
+            log.error("snapshot worker failed:\n%s", traceback.format_exc())
+        message = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
+        reports.put(("error", os.getpid(), message))
+
+
+class _ChunkReader:
+    """One worker's connection, snapshot and producer."""
+
+    def __init__(self, setup: WorkerSetup, reports: Queue[Report], stop: Event) -> None:
+        self.setup = setup
+        self.reports = reports
+        self.stop = stop
+        self.task = TaskConfig.model_validate(setup.task_data)
+        self.pid = os.getpid()
+
+    def run(self, chunks: Queue[Any]) -> None:
+        registry = SchemaRegistry(self.task.registry.url)
+        writer = EventWriter(self.task, registry)
+        try:
+            with connect(self.task.source.url) as conn:
+                snapshot.begin_snapshot(conn, self.setup.snapshot_name)
+                self.reports.put(("ready", self.pid))
+                while not self.stop.is_set():
+                    item = chunks.get()
+                    if item is None:
+                        break
+                    number, chunk = item
+                    self.reports.put(("start", number, self.pid))
+                    rows = self._read(conn, writer, chunk)
+                    if rows is None:
+                        break  # stopped half way: the chunk stays unfinished
+                    writer.flush()
+                    self.reports.put(("done", number, rows, self.pid))
+                snapshot.end_snapshot(conn)
+        finally:
+            writer.close()
+            registry.close()
+
+    def _read(
+        self, conn: psycopg.Connection[Any], writer: EventWriter, chunk: SnapshotChunk
+    ) -> int | None:
+        schema = self.setup.schemas[str(chunk.table)]
+        writer.register_table(schema)
+        try:
+            return self._copy(conn, writer, schema, chunk)
+        except UnrepresentableValue as exc:
+            raise SourceError(f"task {self.task.name}: table {chunk.table}: {exc}") from None
+
+    def _copy(
+        self,
+        conn: psycopg.Connection[Any],
+        writer: EventWriter,
+        schema: TableSchema,
+        chunk: SnapshotChunk,
+    ) -> int | None:
+        columns = schema.columns
+        source = self._source(schema)
+        rows = 0
+        check_every = self.task.source.snapshot_fetch_rows
+        query = copy_query(schema, chunk.lower, chunk.upper)
+        with conn.cursor() as cur, cur.copy(query) as copy:
+            for values in copy.rows():
+                after = {c.name: parse_pg_text(c, v) for c, v in zip(columns, values, strict=True)}
+                writer.write(ChangeEvent("r", source, None, after, source.ts_ms))
+                rows += 1
+                if rows % check_every == 0:
+                    if self.stop.is_set() or os.getppid() != self.setup.parent_pid:
+                        return None
+                    source = self._source(schema)
+        return rows
+
+    def _source(self, schema: TableSchema) -> SourceInfo:
+        return SourceInfo(
+            connector="postgresql",
+            name=self.task.topic_prefix,
+            db=self.setup.db,
+            table=schema.table,
+            ts_ms=int(time.time() * 1000),
+            snapshot="true",
+            lsn=self.setup.lsn,
+        )
+
+
+# --- parent side -------------------------------------------------------------------------
+
+
+ChunkCallback = Callable[[SnapshotChunk, int, int], None]  # chunk, rows, worker pid
+
+
+class WorkerPool:
+    """Runs `workers` worker processes over a list of chunks, in the parent."""
+
+    def __init__(self, setup: WorkerSetup, workers: int, stop: threading.Event) -> None:
+        self.setup = setup
+        self.workers = workers
+        self.stop = stop
+        self._ctx = mp.get_context("spawn")
+        self._chunks: Queue[Any] = self._ctx.Queue()
+        self._reports: Queue[Report] = self._ctx.Queue()
+        self._stop_workers = self._ctx.Event()
+        self._procs: list[BaseProcess] = []
+
+    def start(self) -> None:
+        """Start the workers and wait until every one has imported the snapshot."""
+        for n in range(self.workers):
+            proc = self._ctx.Process(
+                target=worker_main,
+                args=(self.setup, self._chunks, self._reports, self._stop_workers),
+                name=f"headwater-snapshot-worker-{n}",
+                daemon=True,
+            )
+            proc.start()
+            self._procs.append(proc)
+        ready = 0
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while ready < self.workers:
+            report = self._next_report(deadline)
+            if report is not None and report[0] == "ready":
+                ready += 1
+
+    def run(
+        self,
+        chunks: Sequence[SnapshotChunk],
+        on_start: Callable[[SnapshotChunk], None],
+        on_done: ChunkCallback,
+    ) -> None:
+        """Hand out every chunk; return when all are done (raise if a worker fails)."""
+        for number, chunk in enumerate(chunks):
+            self._chunks.put((number, chunk))
+        for _ in self._procs:
+            self._chunks.put(None)
+        pending = set(range(len(chunks)))
+        while pending:
+            report = self._next_report(None)
+            if report is None:
+                continue
+            if report[0] == "start":
+                on_start(chunks[report[1]])
+            elif report[0] == "done":
+                pending.discard(report[1])
+                on_done(chunks[report[1]], report[2], report[3])
+
+    def _next_report(self, deadline: float | None) -> Report | None:
+        """The next report, None after a quiet half second; raises on a failure, a dead
+        worker, a stop request or the deadline."""
+        if self.stop.is_set():
+            raise InterruptedError("stopped during the full load")
+        try:
+            report = self._reports.get(timeout=0.5)
+        except queue.Empty:
+            self._check_alive()
+            if deadline is not None and time.monotonic() > deadline:
+                raise SourceError(
+                    f"snapshot workers did not open their snapshot in {_READY_TIMEOUT_S:.0f}s; "
+                    "check that the source accepts more connections (max_connections)"
+                ) from None
+            return None
+        if report[0] == "error":
+            raise SourceError(str(report[2]))
+        return report
+
+    def _check_alive(self) -> None:
+        if all(proc.exitcode is not None for proc in self._procs) and self._reports.empty():
+            # (A worker's last reports reach the queue before its exit code is set.)
+            raise SourceError("every snapshot worker ended before the full load was done")
+        for proc in self._procs:
+            if proc.exitcode is not None and proc.exitcode != 0:
+                raise SourceError(
+                    f"snapshot worker {proc.pid} died (exit code {proc.exitcode}) during the "
+                    "full load; see its log; the load resumes from its finished chunks"
+                )
+
+    def close(self) -> None:
+        """Stop the workers (what they were reading stays unfinished) and reap them."""
+        self._stop_workers.set()
+        for _ in self._procs:
+            self._chunks.put(None)  # wakes a worker waiting for a chunk
+        for proc in self._procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        self._chunks.cancel_join_thread()
+        self._reports.cancel_join_thread()
