@@ -1,9 +1,12 @@
 """Row-by-row comparison of source and target tables (PostgreSQL on both sides): every row
-of every selected table, by primary key, values compared in their text form. The check the
-demo and the end-to-end tests end with; `headwater validate` grows from here."""
+of every selected table, by primary key, values compared in their text form; a keyless table
+(REPLICA IDENTITY FULL, no key) is compared as a multiset of rows, so two identical rows must
+be two in the target too. The check the demo and the end-to-end tests end with; `headwater
+validate` grows from here."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +39,17 @@ class TableComparison:
 def text_rows(
     conn: psycopg.Connection[Any], table: TableId, columns: list[str], key: list[str]
 ) -> Iterator[Row]:
-    """Every row of a PostgreSQL table in key order, each value in its text form."""
+    """Every row of a PostgreSQL table in key order (without a key: ordered by every
+    column's text), each value in its text form."""
+    order = (
+        sql.SQL(", ").join(sql.Identifier(k) for k in key)
+        if key
+        else sql.SQL(", ").join(sql.Literal(i) for i in range(1, len(columns) + 1))
+    )
     query = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
         sql.Identifier(table.schema, table.name),
-        sql.SQL(", ").join(sql.Identifier(k) for k in key),
+        order,
     )
     with conn.cursor(name=f"hw_cmp_{table.name}"[:60]) as cur:
         cur.itersize = 5000
@@ -52,7 +61,11 @@ def compare_rows(
     table: TableId, source_rows: Iterable[Row], target_rows: Iterable[Row], nkey: int
 ) -> TableComparison:
     """Compare two sides' rows by their first `nkey` values (the key); the source side is
-    read whole first, the target side streamed against it."""
+    read whole first, the target side streamed against it. Without a key (`nkey` 0) the
+    rows are compared as multisets: a row is missing or extra as often as its counts
+    differ."""
+    if nkey == 0:
+        return compare_multisets(table, source_rows, target_rows)
     result = TableComparison(table)
     source = {r[:nkey]: r for r in source_rows}
     result.source_rows = len(source)
@@ -64,6 +77,25 @@ def compare_rows(
         elif expected != row:
             result.different.append(row[:nkey])
     result.missing = list(source)
+    return result
+
+
+def compare_multisets(
+    table: TableId, source_rows: Iterable[Row], target_rows: Iterable[Row]
+) -> TableComparison:
+    """Compare two sides' rows as multisets (a keyless table)."""
+    result = TableComparison(table)
+    source: Counter[Row] = Counter()
+    for row in source_rows:
+        source[row] += 1
+        result.source_rows += 1
+    for row in target_rows:
+        result.target_rows += 1
+        if source[row] > 0:
+            source[row] -= 1
+        else:
+            result.extra.append(row)
+    result.missing = list(source.elements())
     return result
 
 

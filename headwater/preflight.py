@@ -1,6 +1,8 @@
 """Checks `headwater run` makes before it starts or creates anything: each service reachable
-with the configured credentials, the source ready for CDC, every selected table keyed. A
-failure is one line that names the fix, and leaves nothing half-created behind."""
+with the configured credentials, the source ready for CDC, the rows of every selected table
+identifiable (a primary key, REPLICA IDENTITY USING INDEX, or REPLICA IDENTITY FULL for a
+keyless table). A failure is one line that names the fix, and leaves nothing half-created
+behind."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from schemas.registry import SchemaRegistry
 
 
 def check_source(task: TaskConfig) -> int:
-    """The source is reachable, logical, and every selected table has a primary key.
-    Returns the number of tables selected."""
+    """The source is reachable, logical, and every selected table has a primary key or a
+    replica identity that identifies its rows. Returns the number of tables selected."""
     if task.source.engine == "mysql":
         from producers.mysql.producer import open_checked
 

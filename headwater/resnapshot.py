@@ -27,5 +27,11 @@ def request_snapshot(task: TaskConfig, names: list[str]) -> list[TableId]:
                 f"{', '.join(unknown)}: not a table this task selects; check the name, or add "
                 "it to tables.include and run the task again (new tables are loaded then)"
             )
+        keyless = [str(t) for t in tables if not catalog.table_key(conn, t)]
+        if keyless:
+            raise ConfigError(
+                f"{', '.join(keyless)}: no primary key, and an incremental snapshot reads a "
+                "table in key order; add a primary key (or a REPLICA IDENTITY USING INDEX) first"
+            )
         signal_snapshot(conn, task.name, tables)
     return tables

@@ -91,14 +91,20 @@ def role_findings(conn: Connection) -> list[Finding]:
     ]
 
 
+def replica_identity(conn: Connection, schema: TableSchema) -> str:
+    """DEFAULT, FULL, INDEX or NOTHING: what the log carries of an updated or deleted row."""
+    ident = conn.execute(
+        sa.text("SELECT relreplident FROM pg_class WHERE oid = to_regclass(:t)"),
+        {"t": pg_regclass(conn, schema.table)},
+    ).scalar_one()
+    return _IDENTITY.get(str(ident), str(ident))
+
+
 def identity_findings(conn: Connection, schemas: Sequence[TableSchema]) -> list[Finding]:
     found = []
     for schema in schemas:
         name = pg_regclass(conn, schema.table)
-        ident = conn.execute(
-            sa.text("SELECT relreplident FROM pg_class WHERE oid = to_regclass(:t)"), {"t": name}
-        ).scalar_one()
-        kind = _IDENTITY.get(str(ident), str(ident))
+        kind = replica_identity(conn, schema)
         subject = f"{schema.table} replica identity"
         if kind == "NOTHING":
             found.append(
@@ -115,7 +121,8 @@ def identity_findings(conn: Connection, schemas: Sequence[TableSchema]) -> list[
                     AREA,
                     subject,
                     "DEFAULT without a primary key: updates and deletes carry no key",
-                    f"add a primary key to {name}, or REPLICA IDENTITY FULL and exclude it",
+                    f"add a primary key to {name}, or ALTER TABLE {name} REPLICA IDENTITY FULL "
+                    "(see docs/keyless-tables.md)",
                 )
             )
         elif kind == "FULL":

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from headwater.assess.findings import Finding, failed, passed, warned
+from headwater.assess.source_pg import replica_identity
 from headwater.inventory.foreign_keys import pg_regclass
 from headwater.reports import Status
 from headwater.type_map import loss, supported, target_type
@@ -55,14 +56,33 @@ def table_size(conn: Connection, engine: str, schema: TableSchema) -> TableSize:
     return TableSize(str(schema.table), int(row[0] or 0), int(row[1] or 0))
 
 
-def key_finding(schema: TableSchema) -> Finding:
+def key_finding(schema: TableSchema, identity: str | None = None) -> Finding:
+    """The table's key. `identity` is a PostgreSQL table's REPLICA IDENTITY (None for MySQL):
+    under FULL a table without a key is migrated as a multiset, under INDEX the index keys it."""
     subject = f"{schema.table} primary key"
     if schema.primary_key:
         return passed(AREA, subject, ", ".join(schema.primary_key))
+    if identity == "FULL":
+        return warned(
+            AREA,
+            subject,
+            "none, REPLICA IDENTITY FULL: migrated as a multiset of whole rows; updates and "
+            "deletes match every column in the target, and a producer crash can repeat rows "
+            "(docs/keyless-tables.md)",
+            f"add a primary key to {schema.table} where you can",
+        )
+    if identity is not None:
+        return failed(
+            AREA,
+            subject,
+            "none: updates and deletes cannot be matched to target rows",
+            f"add a primary key to {schema.table}, or ALTER TABLE {schema.table} "
+            "REPLICA IDENTITY FULL, or add it to tables.exclude",
+        )
     return failed(
         AREA,
         subject,
-        "none: changes cannot be keyed, and the task refuses the table (no fallback key)",
+        "none: a MySQL/MariaDB source needs a primary key on every table",
         f"add a primary key to {schema.table} or add it to tables.exclude",
     )
 
@@ -97,7 +117,8 @@ def assess_tables(
             failed(AREA, "selection", "no source table matches tables.include", "fix the patterns")
         )
     for schema in schemas:
-        findings.append(key_finding(schema))
+        identity = replica_identity(conn, schema) if engine == "postgres" else None
+        findings.append(key_finding(schema, identity))
         cols = column_mappings(schema, target_engine)
         mappings.extend(cols)
         lossy = [c.column for c in cols if c.status == "warn"]

@@ -38,6 +38,17 @@ WHERE i.indrelid = %s::regclass AND i.indisprimary
 ORDER BY k.ord
 """
 
+_REPLICA_INDEX_SQL = """
+SELECT c.relreplident,
+       (SELECT array_agg(a.attname ORDER BY k.ord)
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = c.oid AND i.indisreplident)
+FROM pg_class c
+WHERE c.oid = %s::regclass
+"""
+
 _TABLES_SQL = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -130,7 +141,7 @@ def check_source_ready(conn: Conn, task: TaskConfig) -> list[TableId]:
             f"no source table matches tables.include {task.tables.include}; "
             "check the patterns (schema.table, with * wildcards)"
         )
-    require_primary_keys(conn, tables)
+    require_row_identity(conn, tables)
     if streams:
         check_publication_owner(conn, task.publication, tables)
     return tables
@@ -148,6 +159,23 @@ def _qualified(table: TableId) -> str:
 
 def primary_key(conn: Conn, table: TableId) -> tuple[str, ...]:
     return tuple(r[0] for r in conn.execute(_PK_SQL, (_qualified(table),)).fetchall())
+
+
+def table_key(conn: Conn, table: TableId) -> tuple[str, ...] | None:
+    """The columns that identify a row in the log: the primary key; else the unique index
+    of REPLICA IDENTITY USING INDEX; else () for REPLICA IDENTITY FULL (a keyless table,
+    see docs/keyless-tables.md); None when the log cannot identify rows at all."""
+    row = conn.execute(_REPLICA_INDEX_SQL, (_qualified(table),)).fetchone()
+    identity, index_columns = (row[0], row[1]) if row else ("d", None)
+    if identity == "n":
+        return None  # REPLICA IDENTITY NOTHING: updates and deletes carry no old row
+    if identity == "i" and index_columns:
+        # The old row of an update or delete carries these columns, whatever the primary key.
+        return tuple(index_columns)
+    key = primary_key(conn, table)
+    if key:
+        return key
+    return () if identity == "f" else None
 
 
 class TypeResolver:
@@ -181,10 +209,10 @@ class TypeResolver:
 
 
 def describe_table(conn: Conn, table: TableId, types: TypeResolver) -> TableSchema:
-    """The table's columns and primary key as the catalog has them now."""
+    """The table's columns and key (see `table_key`) as the catalog has them now."""
     rows = conn.execute(_COLUMNS_SQL, (_qualified(table),)).fetchall()
     columns = tuple(types.column(name, oid, mod, not notnull) for name, oid, mod, notnull in rows)
-    return TableSchema(table, columns, primary_key(conn, table))
+    return TableSchema(table, columns, table_key(conn, table) or ())
 
 
 def schema_from_relation(conn: Conn, rel: Relation, types: TypeResolver) -> TableSchema:
@@ -197,7 +225,19 @@ def schema_from_relation(conn: Conn, rel: Relation, types: TypeResolver) -> Tabl
         for c in rel.columns
     )
     key = tuple(c.name for c in rel.columns if c.is_key)
+    if rel.replica_identity == "f":
+        # Under FULL every column is flagged as part of the identity; the key is still the
+        # primary key, or none (a keyless table).
+        names = {c.name for c in rel.columns}
+        key = tuple(k for k in _catalog_key(conn, table) if k in names)
     return TableSchema(table, columns, key)
+
+
+def _catalog_key(conn: Conn, table: TableId) -> tuple[str, ...]:
+    try:
+        return primary_key(conn, table)
+    except psycopg.errors.UndefinedTable:  # dropped since: its later events are keyless
+        return ()
 
 
 def _not_null_columns(conn: Conn, table: TableId) -> set[str]:
@@ -208,13 +248,15 @@ def _not_null_columns(conn: Conn, table: TableId) -> set[str]:
     return {name for name, _oid, _mod, notnull in rows if notnull}
 
 
-def require_primary_keys(conn: Conn, tables: Sequence[TableId]) -> None:
-    """Raise SourceError naming every selected table that has no primary key."""
-    missing = [str(t) for t in tables if not primary_key(conn, t)]
+def require_row_identity(conn: Conn, tables: Sequence[TableId]) -> None:
+    """Raise SourceError naming every selected table whose rows cannot be identified in the
+    log: no primary key and a replica identity that is neither FULL nor a unique index."""
+    missing = [str(t) for t in tables if table_key(conn, t) is None]
     if missing:
         raise SourceError(
-            f"table(s) without a primary key: {', '.join(missing)}; add a primary key "
-            "or exclude them in `tables.exclude`"
+            f"table(s) without a primary key: {', '.join(missing)} (and without REPLICA "
+            "IDENTITY FULL); add a primary key, or run `ALTER TABLE <table> REPLICA IDENTITY "
+            "FULL` on each, or exclude them in `tables.exclude`"
         )
 
 

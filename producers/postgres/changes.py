@@ -3,6 +3,7 @@ injected function that gives a Relation message its TableSchema (types, nullabil
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
@@ -24,18 +25,35 @@ from schemas.tables import TableId, TableSchema
 
 Describe = Callable[[Relation], TableSchema]
 
+HandedOut = tuple[int, int | None]
+"""How far events were handed out: the commit LSN of the latest transaction, and how many of
+its events (None: all of them)."""
+
 
 @dataclass
 class _Transaction:
     xid: int
     commit_ts_ms: int
+    final_lsn: int = 0
+    skip: int = 0  # events handed out already, before a reconnect sent the transaction again
+    seen: int = 0
 
 
 class ChangeBuilder:
-    """Keeps the relation cache and the open transaction; yields events per message."""
+    """Keeps the relation cache and the open transaction; yields events per message.
+
+    After a reconnect the server sends again every transaction after the slot's confirmed
+    position. Given how far an earlier builder of this process got (`handed_out`), this one
+    skips the events already handed out, so a dropped connection does not repeat them in
+    Kafka: keyed tables would absorb a repeat, a keyless table would get a row twice."""
 
     def __init__(
-        self, source_name: str, db: str, selected: Container[TableId], describe: Describe
+        self,
+        source_name: str,
+        db: str,
+        selected: Container[TableId],
+        describe: Describe,
+        handed_out: HandedOut = (0, 0),
     ) -> None:
         self.source_name = source_name
         self.db = db
@@ -43,12 +61,36 @@ class ChangeBuilder:
         self.describe = describe
         self.relations: dict[int, TableSchema] = {}
         self.tx: _Transaction | None = None
+        self.handed_out = handed_out
 
     def on_message(self, msg: PgOutputMessage, wal_start: int) -> list[ChangeEvent]:
-        """The events `msg` stands for (none for Begin, Commit, Relation...)."""
+        """The events `msg` stands for (none for Begin, Commit, Relation...), less those
+        handed out before a reconnect."""
+        events = self._message_events(msg, wal_start)
+        tx = self.tx
+        if not events or tx is None:
+            return events
+        first = tx.seen
+        tx.seen += len(events)
+        if tx.seen > tx.skip:
+            self.handed_out = (tx.final_lsn, tx.seen)
+        return events[max(0, tx.skip - first) :]
+
+    def _already_handed_out(self, final_lsn: int) -> int:
+        lsn, count = self.handed_out
+        if final_lsn > lsn:
+            return 0
+        if final_lsn < lsn or count is None:
+            return sys.maxsize
+        return count
+
+    def _message_events(self, msg: PgOutputMessage, wal_start: int) -> list[ChangeEvent]:
         if isinstance(msg, Begin):
-            self.tx = _Transaction(msg.xid, msg.commit_ts_ms)
+            skip = self._already_handed_out(msg.final_lsn)
+            self.tx = _Transaction(msg.xid, msg.commit_ts_ms, msg.final_lsn, skip)
         elif isinstance(msg, Commit):
+            if self.tx is not None and self.tx.final_lsn >= self.handed_out[0]:
+                self.handed_out = (self.tx.final_lsn, None)
             self.tx = None
         elif isinstance(msg, Relation):
             table = TableId(msg.namespace, msg.name)
@@ -123,10 +165,14 @@ class ChangeBuilder:
         new: tuple[TupleValue, ...] | None,
         old_key_only: bool,
     ) -> list[ChangeEvent]:
-        before = _row(schema, old, old_key_only)[0] if old is not None else None
+        before, before_missing = _row(schema, old, old_key_only) if old is not None else (None, ())
         if new is None:
             return [self._event("d", schema, lsn, before, None)]
         after, unavailable = _row(schema, new, False)
+        if unavailable and before is not None and not old_key_only:
+            # REPLICA IDENTITY FULL: the old row is whole, so an unchanged TOAST value the
+            # new row lacks is the old one (a keyless table's sink needs the whole row).
+            after, unavailable = _fill_unchanged(after, unavailable, before, before_missing)
         if old is None:
             return [self._event(op, schema, lsn, None, after, unavailable)]
         if before is not None and _key(schema, before) != _key(schema, after):
@@ -137,6 +183,13 @@ class ChangeBuilder:
                 self._event("c", schema, lsn, None, after, unavailable),
             ]
         return [self._event("u", schema, lsn, before, after, unavailable)]
+
+
+def _fill_unchanged(
+    after: Row, unavailable: tuple[str, ...], before: Row, before_missing: tuple[str, ...]
+) -> tuple[Row, tuple[str, ...]]:
+    filled = {**after, **{c: before[c] for c in unavailable if c not in before_missing}}
+    return filled, tuple(c for c in unavailable if c in before_missing)
 
 
 def _key(schema: TableSchema, row: Row) -> tuple[object, ...]:

@@ -91,6 +91,22 @@ def test_flags_postgres_source_misconfigurations(
     assert result.failed
 
 
+def test_a_keyless_table_under_replica_identity_full_is_a_warning_not_a_failure(
+    sample_task: TaskConfig,
+) -> None:
+    with psycopg.connect(sample_task.source.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE keyless_full (a int, b text)")
+        conn.execute("ALTER TABLE keyless_full REPLICA IDENTITY FULL")
+        conn.execute("CREATE TABLE keyed_by_index (a int NOT NULL, b text)")
+        conn.execute("CREATE UNIQUE INDEX keyed_by_index_a ON keyed_by_index (a)")
+        conn.execute("ALTER TABLE keyed_by_index REPLICA IDENTITY USING INDEX keyed_by_index_a")
+    findings = assess_task(sample_task).findings
+    assert _status(findings, "public.keyless_full primary key") == "warn"
+    assert _status(findings, "public.keyless_full replica identity") == "warn"
+    assert _status(findings, "public.keyed_by_index primary key") == "pass"
+    assert "public.keyless_full primary key" not in _failed(findings)
+
+
 def test_flags_target_and_kafka_problems(sample_task: TaskConfig) -> None:
     with psycopg.connect(sample_task.target.url.replace("+psycopg", ""), autocommit=True) as c:
         c.execute("CREATE TABLE customers (id integer, name text, PRIMARY KEY (name))")
