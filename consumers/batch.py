@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumers.keyless import KeylessChangeError, RowChange, row_change
 from schemas.envelope import ChangeEvent, Row
 from schemas.tables import TableId, TableSchema
 
@@ -59,15 +60,18 @@ class TableChanges:
     changes: dict[RowKey, Change] = field(default_factory=dict)
     origins: dict[RowKey, Origin] = field(default_factory=dict)
     topics: set[str] = field(default_factory=set)
+    # A keyless table's changes in offset order, by (sequence number,): nothing to collapse.
+    rows: dict[RowKey, RowChange] = field(default_factory=dict)
 
     def subset(self, keys: list[RowKey], truncated: bool) -> TableChanges:
         """The changes of `keys` only (for isolating a record the target refuses)."""
         return TableChanges(
             self.schema,
             truncated,
-            {k: self.changes[k] for k in keys},
+            {k: self.changes[k] for k in keys if k in self.changes},
             {k: self.origins[k] for k in keys if k in self.origins},
             self.topics,
+            {k: self.rows[k] for k in keys if k in self.rows},
         )
 
     @property
@@ -88,6 +92,15 @@ class PartitionPosition:
     source_ts_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class HeldTruncate:
+    """A truncate's copy on one partition of a topic with several: it is executed once every
+    partition reached its copy (consumers/truncates.py), not where it stands in the batch."""
+
+    record: SinkRecord
+    partitions: int  # of its topic
+
+
 @dataclass(slots=True)
 class CollapsedBatch:
     """The net effect of a batch, and the positions a sink commits with it."""
@@ -95,6 +108,7 @@ class CollapsedBatch:
     tables: dict[TableId, TableChanges] = field(default_factory=dict)
     positions: dict[tuple[str, int], PartitionPosition] = field(default_factory=dict)
     events: int = 0
+    truncates: list[HeldTruncate] = field(default_factory=list)
 
     @property
     def source_ts_ms(self) -> int | None:
@@ -161,6 +175,12 @@ class _Collapser:
             table.truncated = True
             table.changes.clear()
             table.origins.clear()
+            table.rows.clear()
+        elif not schema.primary_key:  # keyless: kept in order (consumers/keyless.py)
+            try:
+                table.rows[(len(table.rows),)] = row_change(event, schema, self._origin)
+            except KeylessChangeError as exc:
+                raise BatchError(str(exc)) from None
         elif event.op == "d":
             if event.before is None:
                 raise BatchError(f"delete on {schema.table} without `before`")

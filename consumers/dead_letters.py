@@ -1,8 +1,10 @@
-"""The dead-letter topic `<prefix>.dlq`: a record the target refused is written there as the
-original message (key and value bytes unchanged, so any Avro reader decodes it) with the
-reason in its headers: `headwater.error`, `headwater.table`, `headwater.topic`,
-`headwater.partition`, `headwater.offset`. Delivery is waited for before the batch commits,
-so a crash never loses one (it may write one twice)."""
+"""The dead-letter topic `<prefix>.dlq`: a record the target refused is written there with
+its original value (bytes unchanged, so any Avro reader decodes it) and the reason in its
+headers: `headwater.error`, `headwater.table`, `headwater.topic`, `headwater.partition`,
+`headwater.offset`, and `headwater.key` (the original key bytes). Its key is its origin,
+`<topic>/<partition>/<offset>`. Delivery is waited for before the batch commits, so a crash
+never loses one; a crash between that and the commit writes it again when the batch is
+applied again, with the same key: DLQ readers dedupe by key (docs/sink-operations.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ RawMessage = tuple[bytes | None, bytes | None]
 """A consumed message's key and value bytes."""
 
 _FLUSH_TIMEOUT_S = 30.0
+
+
+def origin_key(topic: str, partition: int, offset: int) -> bytes:
+    """The key of a dead-letter record: where the refused record was read. A record written
+    twice (a crash before the batch committed) has the same key both times."""
+    return f"{topic}/{partition}/{offset}".encode()
 
 
 class DeadLetterWriter:
@@ -49,9 +57,14 @@ class DeadLetterWriter:
                 ("headwater.topic", topic.encode()),
                 ("headwater.partition", str(partition).encode()),
                 ("headwater.offset", str(offset).encode()),
+                ("headwater.key", key),
             ]
             self._producer.produce(
-                self.topic, key=key, value=value, headers=headers, on_delivery=self._delivered
+                self.topic,
+                key=origin_key(topic, partition, offset),
+                value=value,
+                headers=headers,
+                on_delivery=self._delivered,
             )
         left = self._producer.flush(_FLUSH_TIMEOUT_S)
         if left or self._errors:

@@ -17,8 +17,10 @@ from schemas.registry import RegistryError
 _REGISTRY_5XX = re.compile(r"failed with 5\d\d")
 
 # MySQL/MariaDB error codes worth a retry: lock wait timeout, deadlock, server gone/lost,
-# cannot connect, too many connections, server shutting down.
-_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+# cannot connect, too many connections, server shutting down; and a savepoint that does not
+# exist, which is how a deadlock inside a savepoint surfaces (the server rolled the whole
+# transaction back, and SQLAlchemy's ROLLBACK TO SAVEPOINT then fails).
+_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 1305, 2002, 2003, 2006, 2013, 2055}
 
 # MySQL/MariaDB error codes of one record the target refuses: NULL in a NOT NULL column,
 # duplicate unique key, value out of range, truncated, wrong value, too long, foreign key,

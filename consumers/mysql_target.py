@@ -6,6 +6,7 @@ statements of up to about 1 MB each)."""
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -130,6 +131,20 @@ class MySqlTarget:
 
     def table_options(self) -> dict[str, Any]:
         return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+    def delete_one(self, table: sa.Table, where: sa.ColumnElement[bool]) -> sa.Executable:
+        return sa.delete(table).where(where).with_dialect_options(mysql_limit=1)
+
+    def equality_converter(self, col: Column, source_engine: str) -> Converter | None:
+        # A FLOAT column holds a 4-byte float; compared with the 8-byte value it came from
+        # it is unequal (1.1 is stored as 1.100000023841858), so bind the stored value.
+        return _as_float4 if base_type(col, source_engine) == "float4" else None
+
+
+def _as_float4(value: Any) -> Any:
+    if isinstance(value, float):
+        return struct.unpack("f", struct.pack("f", value))[0]
+    return value
 
 
 def _key_or(in_key: bool, unbounded: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:

@@ -14,7 +14,9 @@ from psycopg import sql
 
 from consumers.batch import PartitionPosition
 from consumers.ddl import qualified
+from consumers.stopped_tables import forget_stopped
 from consumers.target import driver_connection, target_engine
+from consumers.truncates import forget_truncates
 from headwater.config import TaskConfig
 from schemas.tables import TableId
 
@@ -127,6 +129,8 @@ def forget_offsets(task: TaskConfig) -> int:
     try:
         with engine.begin() as conn:
             raw = driver_connection(conn)
+            forget_truncates(conn, task.name)
+            forget_stopped(conn, task.name)
             if not _exists(raw):
                 return 0
             cur = raw.execute(

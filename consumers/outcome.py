@@ -55,12 +55,20 @@ class TargetSink(Protocol):
         on_rejected: RejectHandler | None = None,
     ) -> ApplyOutcome: ...
 
+    def note_stopped(self, stopped: Mapping[str, str], applied: Collection[str] = ()) -> None:
+        """Record target tables stopped (with the reason) and those applied again."""
+        ...
+
     def close(self) -> None: ...
 
 
 class RecordRefused(Exception):
     """A table batch holds a record the target refuses (constraint, value out of range);
-    with `target.on_error: stop` the sink stops with it."""
+    with `target.on_error: stop` the sink stops with it. `table`: the target table."""
+
+    def __init__(self, message: str, table: str = "") -> None:
+        super().__init__(message)
+        self.table = table
 
 
 def without_stopped(
@@ -89,15 +97,14 @@ def isolate_refused(
         if not is_record_error(exc):
             raise
         first_error = exc
-    keys = list(changes.changes)
+    # A keyless table's changes (`rows`) are bisected in their order, like keys.
+    keys = list(changes.changes) + [k for k in changes.rows if k not in changes.changes]
     if len(keys) <= 1:
         if not keys:  # only a truncate failed: nothing to divert, the table cannot go on
             raise first_error
-        return [
-            Rejected(
-                changes.schema.table, keys[0], changes.origins.get(keys[0]), reason(first_error)
-            )
-        ]
+        row = changes.rows.get(keys[0])
+        origin = row.origin if row is not None else changes.origins.get(keys[0])
+        return [Rejected(changes.schema.table, keys[0], origin, reason(first_error))]
     middle = len(keys) // 2
     # The truncate stays with the first half, so it still runs before every other change.
     first = changes.subset(keys[:middle], changes.truncated)

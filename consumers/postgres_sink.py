@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -29,9 +28,11 @@ from consumers.offsets import (
 )
 from consumers.outcome import ApplyOutcome, Rejected, RejectHandler, isolate_refused
 from consumers.pg_values import pg_value
-from consumers.postgres_tables import PgConnection, PostgresTables
+from consumers.postgres_keyless import KeylessWriter
+from consumers.postgres_tables import PgConnection, PostgresTables, StageTable
 from consumers.sink_base import SinkBase, check_positions
 from consumers.target import driver_connection, target_engine
+from consumers.truncates import lock_truncates, settle_truncates
 from headwater.config import TaskConfig
 from schemas.tables import TableId, TableSchema
 
@@ -41,18 +42,6 @@ _GROUP = "__headwater_group"
 _DELETED = 0
 
 _CONTEXT_COLUMN = re.compile(r"column (\S+?):")
-
-
-@dataclass(frozen=True, slots=True)
-class _Stage:
-    """A temporary staging table mirroring some columns of one target table."""
-
-    name: str
-    columns: tuple[str, ...]
-
-    @property
-    def ref(self) -> sql.Identifier:
-        return sql.Identifier("pg_temp", self.name)
 
 
 def _one_line(exc: Exception) -> str:
@@ -96,7 +85,8 @@ class PostgresSink(SinkBase[PgConnection]):
     def __init__(self, task: TaskConfig) -> None:
         super().__init__(task, target_engine(task))
         self._tables = PostgresTables(task)
-        self._stages: dict[TableId, _Stage] = {}
+        self._keyless = KeylessWriter()
+        self._stages: dict[TableId, StageTable] = {}
         self._stage_count = 0
         self._staged: set[TableId] = set()  # stages holding rows in this transaction
 
@@ -112,6 +102,7 @@ class PostgresSink(SinkBase[PgConnection]):
     def _forget(self) -> None:
         """Temp tables die with the connection."""
         self._tables.forget()
+        self._keyless.forget()
         self._stages.clear()
 
     def _read_offsets(
@@ -136,9 +127,11 @@ class PostgresSink(SinkBase[PgConnection]):
         conn = self._connection()
         with conn.begin():
             raw = driver_connection(conn)
+            executed = lock_truncates(conn, self.task.name, batch)  # before the offsets
             stored = read_offsets(raw, self.task.name, list(batch.positions), lock=True)
             check_positions(stored, batch.positions, expected)
             self._prepare_tables(raw, batch, outcome)
+            settle_truncates(conn, self.task.name, batch, outcome.stored, executed)
             self._apply_tables(raw, batch, outcome, on_rejected)
             write_offsets(raw, self.task.name, outcome.stored)
 
@@ -155,6 +148,8 @@ class PostgresSink(SinkBase[PgConnection]):
 
             if changes.changes:  # the stage must outlive the savepoints rolled back
                 self._ensure_stage(raw, target, changes.schema.column_names)
+            if changes.rows:
+                self._keyless.ensure_stage(raw, target, changes.schema)
 
             def attempt(part: TableChanges) -> None:
                 known = self._stages.get(target)
@@ -175,6 +170,8 @@ class PostgresSink(SinkBase[PgConnection]):
         schema = changes.schema
         if changes.truncated:
             raw.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
+        if changes.rows:  # a keyless table: its changes in order (consumers/keyless.py)
+            self._keyless.write(raw, target, schema, list(changes.rows.values()))
         if not changes.changes:
             return
         stage = self._ensure_stage(raw, target, schema.column_names)
@@ -200,7 +197,7 @@ class PostgresSink(SinkBase[PgConnection]):
     def _copy(
         self,
         raw: PgConnection,
-        stage: _Stage,
+        stage: StageTable,
         schema: TableSchema,
         deletes: list[RowKey],
         groups: list[tuple[frozenset[str], list[Upsert]]],
@@ -222,7 +219,7 @@ class PostgresSink(SinkBase[PgConnection]):
         self,
         raw: PgConnection,
         target: TableId,
-        stage: _Stage,
+        stage: StageTable,
         schema: TableSchema,
         columns: frozenset[str],
         number: int,
@@ -256,14 +253,16 @@ class PostgresSink(SinkBase[PgConnection]):
 
     # --- staging ----------------------------------------------------------------------------
 
-    def _ensure_stage(self, raw: PgConnection, target: TableId, columns: tuple[str, ...]) -> _Stage:
+    def _ensure_stage(
+        self, raw: PgConnection, target: TableId, columns: tuple[str, ...]
+    ) -> StageTable:
         stage = self._stages.get(target)
         if stage is not None and stage.columns == columns:
             return stage
         if stage is not None:
             raw.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage.ref))
         self._stage_count += 1
-        stage = _Stage(f"hw_stage_{self._stage_count}", columns)
+        stage = StageTable(f"hw_stage_{self._stage_count}", columns)
         raw.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} ON COMMIT DELETE ROWS AS"

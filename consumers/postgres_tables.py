@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from consumers.ddl import (
     FALLBACK_TYPE,
@@ -26,6 +28,18 @@ from schemas.tables import Column, TableId, TableSchema
 log = logging.getLogger(__name__)
 
 PgConnection = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StageTable:
+    """A temporary staging table mirroring some columns of one target table."""
+
+    name: str
+    columns: tuple[str, ...]
+
+    @property
+    def ref(self) -> sql.Identifier:
+        return sql.Identifier("pg_temp", self.name)
 
 
 class PostgresTables:

@@ -5,7 +5,10 @@ nor repeats a change. The error policy lives here and nowhere else: transient fa
 retried with backoff, anything else stops the sink with one clear log line. A record the
 target refuses goes to the dead-letter topic (`target.on_error: dlq`, the default) or stops
 the sink (`stop`); a table the target cannot take (missing with `create_tables: false`, a
-changed column type) is stopped alone: its partitions are paused and their offsets kept.
+changed column type) is stopped alone: its partitions are paused and their offsets kept,
+and the target records why for `headwater status`. A truncate on a topic with several
+partitions runs once every partition reached its copy (consumers/truncates.py): until then
+the partitions that reached it are held (consumers/truncate_hold.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from consumers.decode import RecordDecoder, is_change_topic, subscription_patter
 from consumers.errors import PositionConflict, SinkError, is_transient
 from consumers.offsets import Partition
 from consumers.outcome import ApplyOutcome, RecordRefused, Rejected, TargetSink
+from consumers.truncate_hold import HeldPartitions, add_held, hold_truncates
+from consumers.truncates import attempt_of
 from headwater.config import TaskConfig
 from schemas.registry import SchemaRegistry
 from schemas.serde import AvroSerde
@@ -101,6 +106,8 @@ class SinkLoop:
         config = consumer_config(task)
         self.consumer = Consumer(config)
         self.cooperative = is_cooperative(config)
+        self.held = HeldPartitions(self.consumer)
+        self._partition_counts: dict[str, int] = {}
         self.expected: dict[Partition, int | None] = {}
         self.events_applied = 0
         self._progress_at = time.monotonic()
@@ -115,12 +122,25 @@ class SinkLoop:
         )
         log.info("task %s: sink consuming %s.* into the target", self.task.name, self.prefix)
         while not self.stop.is_set():
-            messages = self.consumer.consume(
-                num_messages=self.task.target.batch_size, timeout=self.task.target.batch_wait_s
-            )
+            messages = self._next_batch()
             if messages:
                 self._process(messages)
+            if self.held.due():
+                self._release_moved()
             self._log_progress()
+
+    def _next_batch(self) -> list[Message]:
+        """What has arrived, up to `batch_size`; when nothing has, wait up to `batch_wait_s`
+        for the first message. A quiet stream is applied as it comes, a busy one in full
+        batches (what queued up while the last batch was applied): consume() alone would
+        hold every batch for the whole wait unless it filled (measured: p99 >= 0.5 s)."""
+        size = self.task.target.batch_size
+        messages = self.consumer.consume(num_messages=size, timeout=0)
+        if not messages:
+            messages = self.consumer.consume(num_messages=1, timeout=self.task.target.batch_wait_s)
+            if messages and size > 1:
+                messages.extend(self.consumer.consume(num_messages=size - 1, timeout=0))
+        return messages
 
     def close(self) -> None:
         closers = [self.consumer.close, self.target.close, self.registry.close]
@@ -136,6 +156,7 @@ class SinkLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         wanted = [(p.topic, p.partition) for p in partitions]
+        self.held.forget(wanted)
         # A table stopped earlier is tried again when its partitions come back.
         self.stopped_topics -= {p.topic for p in partitions}
         stored = self._retrying(
@@ -156,9 +177,13 @@ class SinkLoop:
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+        # A partition paused here before (held at a truncate, or its table stopped) stays
+        # paused through a rebalance that gives it back; it starts again from the target.
+        consumer.resume(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Each batch is applied before the next poll, so nothing is pending here.
+        self.held.forget((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             self.expected.pop((tp.topic, tp.partition), None)
         if self.cooperative:
@@ -172,9 +197,13 @@ class SinkLoop:
         live = [m for m in messages if self._usable(m)]
         if not live:
             return
-        records = self._retrying(lambda: self._decode(live), "decoding a batch")
+        decoded = self._retrying(lambda: self._decode(live), "decoding a batch")
+        records, held = self._retrying(
+            lambda: hold_truncates(decoded, self._partitions_of), "reading topic metadata"
+        )
         try:
             batch = collapse(records)
+            add_held(batch, held)
         except BatchError as exc:
             where = describe_positions(records)
             raise SinkError(
@@ -188,12 +217,13 @@ class SinkLoop:
         }
         try:
             outcome = self._retrying(
-                lambda: self.target.apply(batch, self.expected, self._dead_letter),
+                lambda: self.target.apply(attempt_of(batch), self.expected, self._dead_letter),
                 "applying a batch",
                 describe_positions(records),
             )
         except RecordRefused as exc:
             where = describe_positions(records)
+            self.target.note_stopped({exc.table: str(exc)} if exc.table else {})
             raise SinkError(
                 f"{exc} (batch at {where}; set `target.on_error: dlq` to divert such records)",
                 task=self.task.name,
@@ -208,6 +238,8 @@ class SinkLoop:
             self._rewind(list(batch.positions))
             return
         except SinkError as exc:
+            if exc.table:  # the sink stops at this table: status says why
+                self.target.note_stopped({exc.table: str(exc)})
             if exc.position:
                 raise
             where = describe_positions(records)
@@ -253,6 +285,8 @@ class SinkLoop:
             log.warning("task %s: Kafka: %s", self.task.name, err.str())
             return False
         topic = str(message.topic())
+        if (topic, message.partition() or 0) in self.held:
+            return False  # fetched before it was paused; read again once released
         return is_change_topic(self.prefix, topic) and topic not in self.stopped_topics
 
     def _decode(self, messages: list[Message]) -> list[SinkRecord]:
@@ -276,13 +310,51 @@ class SinkLoop:
         self._stop_tables(batch, outcome)
         offsets = []
         for (topic, partition), pos in outcome.stored.items():
+            if (topic, partition) not in batch.positions:
+                # Moved past its truncate copy by this batch, which executed the truncate.
+                if (topic, partition) in self.held:
+                    self._release((topic, partition), pos.next_offset)
+                continue
             self.expected[(topic, partition)] = pos.next_offset
             offsets.append(TopicPartition(topic, partition, pos.next_offset))
+        self._after_truncate_copies(batch, outcome)
         self.events_applied += batch.events
         try:
             self.consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:  # only lag display depends on it
             log.debug("task %s: Kafka offset commit failed: %s", self.task.name, exc)
+
+    # --- truncates on topics with several partitions (consumers/truncates.py) ---------------
+
+    def _partitions_of(self, topic: str) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+            count = self._partition_counts[topic] = max(1, len(meta.partitions))
+        return count
+
+    def _after_truncate_copies(self, batch: CollapsedBatch, outcome: ApplyOutcome) -> None:
+        """A partition cut at a copy goes on past it if the truncate ran, else is held."""
+        for held in batch.truncates:
+            where = (held.record.topic, held.record.partition)
+            pos = outcome.stored.get(where)
+            if pos is None:  # its table is stopped: the partition is paused already
+                continue
+            if pos.next_offset > held.record.offset:
+                self._release(where, pos.next_offset)
+            else:
+                self.held.hold(where, held.record.offset)
+
+    def _release(self, where: Partition, next_offset: int) -> None:
+        self.expected[where] = next_offset
+        self.held.release(where, next_offset)
+
+    def _release_moved(self) -> None:
+        """Release the held partitions whose truncate another sink executed."""
+        waiting = list(self.held.waiting)
+        stored = self._retrying(lambda: self.target.stored_offsets(waiting), "reading offsets")
+        for where, next_offset in self.held.moved(stored).items():
+            self._release(where, next_offset)
 
     def _rewind(self, partitions: list[Partition]) -> None:
         """Seek `partitions` back to the offsets stored in the target."""

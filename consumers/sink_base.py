@@ -16,7 +16,9 @@ from consumers.batch import CollapsedBatch, TableChanges
 from consumers.errors import PositionConflict, TargetError, is_transient
 from consumers.offsets import Partition, StoredOffset
 from consumers.outcome import ApplyOutcome, RecordRefused, Rejected, RejectHandler, without_stopped
+from consumers.stopped_tables import create_stopped_table, read_stopped, write_stopped
 from consumers.target import safe_target_url
+from consumers.truncates import create_truncates_table
 from headwater.config import TaskConfig
 from schemas.tables import TableId, TableSchema
 
@@ -52,6 +54,7 @@ class SinkBase(ABC, Generic[C]):
         self.task = task
         self._engine = engine
         self._conn: Connection | None = None
+        self._stopped: dict[str, str] | None = None  # target table -> reason, as recorded
         self.rows_applied = 0
 
     # --- what a dialect supplies ------------------------------------------------------------
@@ -105,6 +108,8 @@ class SinkBase(ABC, Generic[C]):
             conn = self._engine.connect()
             with conn.begin():
                 self._set_up(conn)
+                create_truncates_table(conn)
+                create_stopped_table(conn)
             self._conn = conn
         return self._conn
 
@@ -145,8 +150,34 @@ class SinkBase(ABC, Generic[C]):
         except BaseException:
             self._reset()
             raise
-        self.rows_applied += sum(len(t.changes) for t in batch.tables.values())
+        self.rows_applied += sum(len(t.changes) + len(t.rows) for t in batch.tables.values())
+        stopped = {self._target_name(t): reason for t, reason in outcome.stopped.items()}
+        self.note_stopped(stopped, [self._target_name(t) for t in batch.tables])
         return outcome
+
+    def note_stopped(self, stopped: Mapping[str, str], applied: Collection[str] = ()) -> None:
+        """Keep the target's record of stopped tables (consumers/stopped_tables.py) current:
+        `stopped` target tables with their reason, `applied` ones no longer stopped. Best
+        effort: the batch is committed already, and status is all that depends on it."""
+        try:
+            conn = self._connection()
+            if self._stopped is None:
+                with conn.begin():
+                    self._stopped = {
+                        k: v.reason for k, v in read_stopped(conn, self.task.name).items()
+                    }
+            known = self._stopped
+            new = {name: why for name, why in stopped.items() if known.get(name) != why}
+            resumed = [name for name in applied if name in known and name not in stopped]
+            if new or resumed:
+                with conn.begin():
+                    write_stopped(conn, self.task.name, new, resumed)
+                known.update(new)
+                for name in resumed:
+                    known.pop(name, None)
+        except Exception as exc:
+            log.warning("task %s: recording stopped tables failed: %s", self.task.name, exc)
+            self._reset()
 
     def _prepare_tables(self, conn: C, batch: CollapsedBatch, outcome: ApplyOutcome) -> None:
         """Prepare every table of `batch`; the positions of stopped tables are not stored."""
@@ -157,13 +188,8 @@ class SinkBase(ABC, Generic[C]):
     def _prepare(self, conn: C, schema: TableSchema, outcome: ApplyOutcome) -> None:
         """Make the table ready; a table the sink cannot take is stopped, the rest go on."""
         try:
-            if not schema.primary_key:
-                raise TargetError(
-                    f"task {self.task.name}: table {schema.table} has no primary key; add one "
-                    "in the source or exclude the table in `tables.exclude`",
-                    task=self.task.name,
-                    table=str(schema.table),
-                )
+            # A keyless table (no primary key) gets a target table without one and is
+            # applied in order (consumers/keyless.py).
             self._ensure_table(conn, schema)
         except TargetError as exc:
             log.error("%s; table stopped, the other tables go on", exc)
@@ -203,5 +229,5 @@ class SinkBase(ABC, Generic[C]):
             f"{safe_target_url(self.task)}: {self._one_line(exc)}"
         )
         if refused:
-            raise RecordRefused(message) from exc
+            raise RecordRefused(message, table=target) from exc
         raise TargetError(message, task=self.task.name, table=target) from exc

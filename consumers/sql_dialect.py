@@ -115,3 +115,12 @@ class SqlDialect(Protocol):
     def table_options(self) -> dict[str, Any]:
         """Keyword arguments of sa.Table for CREATE TABLE (engine, charset)."""
         ...
+
+    def delete_one(self, table: sa.Table, where: sa.ColumnElement[bool]) -> sa.Executable:
+        """A DELETE of at most one row of `table` matching `where` (keyless tables)."""
+        ...
+
+    def equality_converter(self, col: Column, source_engine: str) -> Converter | None:
+        """How a converted value is bound so that it compares equal to what the column
+        stored for it (None: as it is)."""
+        ...

@@ -16,6 +16,8 @@ from sqlalchemy.engine import Connection
 from consumers.batch import PartitionPosition
 from consumers.offsets import Partition, StoredOffset
 from consumers.sql_dialect import SqlDialect
+from consumers.stopped_tables import forget_stopped
+from consumers.truncates import forget_truncates
 from headwater.config import TaskConfig
 
 _APPLIED_AT = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -134,6 +136,8 @@ def forget_sql_offsets(task: TaskConfig) -> int:
     engine = sql_dialect(task).engine(task)
     try:
         with engine.connect() as conn, conn.begin():
+            forget_truncates(conn, task.name)
+            forget_stopped(conn, task.name)
             return delete_sql_offsets(conn, task.name)
     finally:
         engine.dispose()

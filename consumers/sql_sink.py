@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateTable
 
 from consumers.batch import CollapsedBatch, TableChanges, Upsert
 from consumers.errors import is_record_error
@@ -21,8 +22,10 @@ from consumers.offsets import Partition, StoredOffset
 from consumers.outcome import ApplyOutcome, Rejected, RejectHandler, isolate_refused
 from consumers.sink_base import SinkBase, check_positions
 from consumers.sql_dialect import Converter, SqlDialect
+from consumers.sql_keyless import write_keyless
 from consumers.sql_offsets import OFFSETS, read_sql_offsets, write_sql_offsets
 from consumers.sql_tables import SqlTables
+from consumers.truncates import lock_truncates, settle_truncates
 from headwater.config import TaskConfig
 from schemas.tables import TableId, TableSchema
 
@@ -48,7 +51,7 @@ class SqlSink(SinkBase[Connection]):
         self._converters: dict[TableSchema, dict[str, Converter]] = {}
 
     def _set_up(self, conn: Connection) -> None:
-        OFFSETS.create(conn, checkfirst=True)
+        conn.execute(CreateTable(OFFSETS, if_not_exists=True))  # sinks may start together
 
     def _forget(self) -> None:
         self._tables.forget()
@@ -75,8 +78,10 @@ class SqlSink(SinkBase[Connection]):
         conn = self._connection()
         self._prepare_tables(conn, batch, outcome)
         with self.dialect.transaction(conn):
+            executed = lock_truncates(conn, self.task.name, batch)  # before the offsets
             stored = read_sql_offsets(conn, self.task.name, list(outcome.stored), lock=True)
             check_positions(stored, outcome.stored, expected)
+            settle_truncates(conn, self.task.name, batch, outcome.stored, executed)
             self._apply_tables(conn, batch, outcome, on_rejected)
             write_sql_offsets(conn, self.dialect, self.task.name, outcome.stored, stored)
 
@@ -111,6 +116,9 @@ class SqlSink(SinkBase[Connection]):
         table = self._dml_table(where, schema)
         if changes.truncated:
             conn.execute(sa.delete(table))
+        if changes.rows:  # a keyless table: its changes in order (consumers/keyless.py)
+            ordered = list(changes.rows.values())
+            write_keyless(conn, self.dialect, table, schema, self._converters_of(schema), ordered)
         deletes = changes.deletes
         for start in range(0, len(deletes), DELETE_CHUNK):
             chunk = deletes[start : start + DELETE_CHUNK]

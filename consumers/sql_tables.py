@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.schema import CreateColumn, CreateTable
 
 from consumers.errors import TargetError
 from consumers.sql_dialect import SqlDialect
@@ -94,7 +94,8 @@ class SqlTables:
                 task=self.task.name,
                 table=_show(where),
             )
-        table.create(conn, checkfirst=True)
+        # IF NOT EXISTS: two sinks of a task may meet a new table at the same time.
+        conn.execute(CreateTable(table, if_not_exists=True))
         log.info("task %s: created table %s", self.task.name, _show(where))
 
     def _add_column(self, conn: Connection, table: sa.Table, col: sa.Column[Any]) -> None:

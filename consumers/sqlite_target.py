@@ -102,3 +102,11 @@ class SqliteTarget:
 
     def table_options(self) -> dict[str, Any]:
         return {}
+
+    def delete_one(self, table: sa.Table, where: sa.ColumnElement[bool]) -> sa.Executable:
+        rowid: sa.ColumnClause[Any] = sa.literal_column("rowid")
+        first = sa.select(rowid).select_from(table).where(where).limit(1).scalar_subquery()
+        return sa.delete(table).where(rowid == first)
+
+    def equality_converter(self, col: Column, source_engine: str) -> Converter | None:
+        return None  # REAL is 8 bytes and text is stored as given: values compare as bound

@@ -9,6 +9,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 
 from headwater.status import TaskStatus
+from producers.postgres.chunks import chunks_finished
+from producers.task_state import TableProgress
 
 
 def _rate_and_eta(rows: int, estimate: int, started_ms: int, finished_ms: int) -> tuple[str, str]:
@@ -25,14 +27,21 @@ def _rate_and_eta(rows: int, estimate: int, started_ms: int, finished_ms: int) -
 def load_table(status: TaskStatus) -> Table:
     table = Table(title=f"task {status.task}: full load", title_justify="left")
     table.add_column("table", no_wrap=True)
-    for header in ("rows", "estimate", "rows/s", "ETA"):
+    for header in ("rows", "estimate", "chunks", "rows/s", "ETA"):
         table.add_column(header, justify="right")
     if status.state is None:
         return table
     for name, prog in sorted(status.state.tables.items()):
         rate, eta = _rate_and_eta(prog.rows, prog.estimate, prog.started_ms, prog.finished_ms)
-        table.add_row(name, f"{prog.rows:,}", f"{prog.estimate:,}", rate, eta)
+        table.add_row(name, f"{prog.rows:,}", f"{prog.estimate:,}", _chunks(prog), rate, eta)
     return table
+
+
+def _chunks(prog: TableProgress) -> str:
+    """Finished of planned key-range chunks (a chunked PostgreSQL full load), else blank."""
+    if not prog.chunks_total:
+        return ""
+    return f"{chunks_finished(prog.chunks_done)}/{prog.chunks_total}"
 
 
 def lag_table(status: TaskStatus) -> Table:
@@ -65,8 +74,25 @@ def headline(status: TaskStatus) -> str:
     parts.append(f"total lag {status.total_lag:,}")
     if status.dead_letters:
         parts.append(f"dead letters {status.dead_letters:,}")
+    if len(status.sinks) > 1:
+        parts.append(f"sink workers {len(status.sinks)}")
     return " | ".join(parts)
 
 
+def sinks_table(status: TaskStatus) -> Table:
+    """Each sink process in the task's consumer group, and the stopped tables with why."""
+    table = Table(title=f"task {status.task}: sinks", title_justify="left")
+    table.add_column("sink (client id)", no_wrap=True)
+    table.add_column("partitions")
+    for m in status.sinks:
+        table.add_row(m.client_id, ", ".join(m.partitions) or "-")
+    for t in status.stopped_tables:
+        table.add_row(f"[red]stopped[/red] {t.table}", t.reason)
+    return table
+
+
 def render(status: TaskStatus) -> RenderableType:
-    return Group(headline(status), load_table(status), lag_table(status))
+    parts: list[RenderableType] = [headline(status), load_table(status), lag_table(status)]
+    if status.sinks or status.stopped_tables:
+        parts.append(sinks_table(status))
+    return Group(*parts)

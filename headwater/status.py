@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from consumers.lag import PartitionLag, dead_letter_count, sink_lag
+from consumers.sink_group import SinkMember, sink_members
+from consumers.stopped_tables import StoppedTable, load_stopped
 from headwater.config import TaskConfig
 from producers.mysql.position import BinlogPosition
 from producers.postgres.connection import connect
@@ -30,6 +32,8 @@ class TaskStatus:
     collected_ms: int = 0
     engine: str = "postgres"
     dead_letters: int = 0  # records the sink sent to `<prefix>.dlq`
+    sinks: list[SinkMember] = field(default_factory=list)  # the sink group's members
+    stopped_tables: list[StoppedTable] = field(default_factory=list)  # not applied, and why
 
     @property
     def load_finished(self) -> bool:
@@ -69,8 +73,10 @@ class TaskStatus:
     def summary(self) -> str:
         snap = self.state.snapshot_status if self.state else "not started"
         latency = self.max_latency_ms
-        return f"full load {snap}, lag {self.total_lag} events" + (
-            f", latency {latency} ms" if latency is not None else ""
+        return (
+            f"full load {snap}, lag {self.total_lag} events"
+            + (f", latency {latency} ms" if latency is not None else "")
+            + (f", {len(self.stopped_tables)} table(s) stopped" if self.stopped_tables else "")
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -88,6 +94,11 @@ class TaskStatus:
             "total_lag": self.total_lag,
             "max_latency_ms": self.max_latency_ms,
             "dead_letters": self.dead_letters,
+            "sinks": [asdict(m) for m in self.sinks],
+            "stopped_tables": [
+                {"table": t.table, "reason": t.reason, "stopped_at": t.stopped_at.isoformat()}
+                for t in self.stopped_tables
+            ],
         }
 
 
@@ -133,4 +144,6 @@ def collect_status(task: TaskConfig) -> TaskStatus:
         int(time.time() * 1000),
         task.source.engine,
         dead_letter_count(task),
+        sink_members(task),
+        load_stopped(task),
     )

@@ -119,7 +119,9 @@ class EventWriter:
         codec = self._codecs[event.table]
         value = self.serde.encode(codec.value_id, envelope_record(event, codec.schema))
         if event.op == "t":
-            # A truncate concerns every row, so every partition sees it in its order.
+            # A truncate concerns every row, so every partition sees it in its order; the
+            # sinks execute it once every partition reached its copy, found by its source
+            # position (docs/sink-operations.md).
             for partition in range(self._partitions(codec.topic)):
                 self._produce(codec.topic, None, value, partition)
             return

@@ -45,14 +45,6 @@ def task(
         yield built
 
 
-@pytest.fixture
-def runner(task: TaskConfig) -> Iterator[TaskRunner]:
-    r = TaskRunner(task)
-    r.start()
-    yield r
-    r.stop(timeout=20)
-
-
 def test_full_load_and_cdc_into_another_engine(task: TaskConfig, runner: TaskRunner) -> None:
     with connect(task.source.url) as conn:
         workload = Workload(conn, seed=5)

@@ -18,6 +18,7 @@ from consumers.errors import SinkError
 from consumers.lag import dead_letter_count
 from consumers.offsets import load_offsets
 from consumers.sql_offsets import sql_dialect
+from consumers.stopped_tables import load_stopped
 from headwater.config import TaskConfig
 from schemas.tables import Column, TableSchema
 from tests.sink_support import (
@@ -183,7 +184,11 @@ def test_poison_record_goes_to_the_dead_letter_topic(task: TaskConfig, feed: Cha
         sink.halt()
     assert [r[0] for r in target_rows(task, "items")] == [k for k in range(1, 41) if k != 23]
     [letter] = read_dead_letters(task, 1)
-    headers = {k: v.decode() for k, v in letter.headers()}
+    headers = {k: v.decode() for k, v in letter.headers() if k != "headwater.key"}
+    # Keyed by its origin, so a copy written again after a crash dedupes by key.
+    assert letter.key() == f"{feed.topic(items)}/0/22".encode()
+    original_key = dict(letter.headers())["headwater.key"]
+    assert feed.serde.decode(original_key)[1] == {"id": 23}
     assert headers["headwater.table"] == "public.items"
     assert headers["headwater.topic"] == feed.topic(items)
     assert headers["headwater.offset"] == "22"
@@ -215,6 +220,10 @@ def test_on_error_stop_stops_the_sink_at_the_record(
     assert isinstance(error, SinkError)
     assert f"{feed.topic(items)}[0]@0..0" in str(error) and "on_error" in str(error)
     assert load_offsets(task) == {}
+    # `headwater status` shows the table the sink stopped at, and why.
+    [stopped] = load_stopped(task)
+    assert stopped.table == "items"
+    assert "cannot apply changes to items" in stopped.reason
 
 
 def test_missing_table_and_changed_type_stop_only_their_table(
@@ -264,6 +273,9 @@ def test_missing_table_and_changed_type_stop_only_their_table(
     assert stored[(feed.topic(kept), 0)].next_offset == 1  # the narrowed event not applied
     assert (feed.topic(missing), 0) not in stored
     feed.serde.registry.close()
+    reasons = {t.table: t.reason for t in load_stopped(task)}  # what `status` shows
+    assert set(reasons) == {"kept", "missing"}
+    assert "changed type" in reasons["kept"] and "does not exist" in reasons["missing"]
 
 
 @pytest.mark.parametrize(
