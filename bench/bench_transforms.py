@@ -1,5 +1,6 @@
 """Benchmark: events/s through the transform stage for a typical rule set (a column rename,
-a removed column, a keyed mask, a row filter) against a plain transactional
+a removed column, a keyed mask, a row filter), both engines (the faust-streaming app, the
+default, and the confluent-kafka loop, the fallback), against a plain transactional
 consume-and-produce loop copying the same records with no rules, on the local stack; then
 where the time goes, from timing the stage's steps on the same records without Kafka.
 Prints numbers; asserts nothing.
@@ -10,6 +11,7 @@ Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import threading
 import time
 import uuid
@@ -26,6 +28,7 @@ from schemas.registry import SchemaRegistry
 from schemas.serde import AvroSerde
 from schemas.tables import Column, TableId, TableSchema
 from schemas.topics import table_topic
+from transforms.faust_app import FaustTransform
 from transforms.processor import TransformLoop, producer_config
 from transforms.records import RecordTransformer, raw_topic_pattern
 
@@ -134,6 +137,35 @@ def run_transform(task: TaskConfig, events: int) -> float:
     return elapsed
 
 
+def run_faust(task: TaskConfig, events: int) -> tuple[float, float]:
+    """Seconds from start to the last event, and from the first event to the last (faust
+    waits for the raw topics to settle, then joins the group, before its first event)."""
+    stop = threading.Event()
+    transform = FaustTransform(task)
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(transform.serve(stop))
+        loop.close()
+
+    thread = threading.Thread(target=serve)
+    started = time.perf_counter()
+    thread.start()
+    while transform.consumed == 0:
+        time.sleep(0.01)
+    first = time.perf_counter()
+    while transform.consumed < events:
+        if not thread.is_alive():
+            raise RuntimeError("the faust transform stopped early; see its log")
+        time.sleep(0.05)
+    done = time.perf_counter()
+    stop.set()
+    thread.join()
+    transform.close()
+    return done - started, done - first
+
+
 def run_plain_copy(task: TaskConfig, events: int) -> float:
     """Consume the raw topic and produce each record unchanged, in transactions of the same
     size, with the same settings: the floor any transform stage stands on."""
@@ -222,17 +254,25 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     args = parser.parse_args()
     name = f"bench{uuid.uuid4().hex[:8]}"
-    task = TaskConfig.model_validate({"name": name, "table_mappings": RULES})
+    task = TaskConfig.model_validate(
+        {"name": name, "table_mappings": RULES, "kafka": {"topic_prefix": name}}
+    )
+    # The faust run reads the same raw topic in a consumer group of its own.
+    faust_task = task.model_copy(update={"name": f"{name}f"})
     print(f"writing {args.events} raw events to {task.topic_prefix}.public.accounts ...")
     write_raw(task, args.events)
-    plain = run_plain_copy(task, args.events)
-    transformed = run_transform(task, args.events)
-    print(f"plain transactional copy : {args.events / plain:10.0f} events/s ({plain:.2f} s)")
+    n = args.events
+    plain = run_plain_copy(task, n)
+    transformed = run_transform(task, n)
+    faust_total, faust_steady = run_faust(faust_task, n)
+    print(f"plain transactional copy    : {n / plain:10.0f} events/s ({plain:.2f} s)")
+    print(f"confluent loop (rules)      : {n / transformed:10.0f} events/s ({transformed:.2f} s)")
     print(
-        f"transform stage (rules)  : {args.events / transformed:10.0f} events/s "
-        f"({transformed:.2f} s)"
+        f"faust app (rules), steady   : {n / faust_steady:10.0f} events/s "
+        f"({faust_steady:.2f} s; {faust_total:.2f} s with its start)"
     )
-    print(f"ratio transform / plain  : {plain / transformed:10.2f}")
+    print(f"ratio confluent / plain     : {plain / transformed:10.2f}")
+    print(f"ratio faust steady / plain  : {plain / faust_steady:10.2f}")
     steps = profile_steps(task, args.events)
     total = sum(steps.values())
     print("where the time goes (same records, no Kafka, one core):")

@@ -37,6 +37,9 @@ class SourceConfig(_Model):
     slot_name: str | None = Field(default=None, description="default: headwater_<task>")
     publication: str | None = Field(default=None, description="default: headwater_<task>")
     snapshot_fetch_rows: int = Field(default=5000, ge=100)
+    # PostgreSQL full load: worker processes reading key-range chunks of ~chunk_rows rows.
+    snapshot_workers: int = Field(default=2, ge=1, le=64)
+    snapshot_chunk_rows: int = Field(default=50_000, ge=100)
     ack_interval_s: float = Field(default=0.5, gt=0, le=30)
     decimal_handling: Literal["precise", "string"] = Field(
         default="precise",
@@ -62,6 +65,9 @@ class TargetConfig(_Model):
     )
     batch_size: int = Field(default=5000, ge=1, le=200_000)
     batch_wait_s: float = Field(default=0.5, gt=0, le=60)
+    # Sink processes `headwater run` starts, in one consumer group: more than one helps only
+    # with kafka.partitions > 1 (a partition is applied by one sink at a time).
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class KafkaConfig(_Model):
@@ -71,6 +77,17 @@ class KafkaConfig(_Model):
     replication_factor: int = Field(default=1, ge=1, le=10)
     producer: dict[str, Any] = Field(default_factory=dict)
     consumer: dict[str, Any] = Field(default_factory=dict)
+
+
+class TransformConfig(_Model):
+    """Where the table-mapping rules run (only for tasks with table_mappings)."""
+
+    engine: Literal["faust", "confluent"] = Field(
+        default="faust",
+        description="faust: the faust-streaming app; confluent: the confluent-kafka loop "
+        "(same topics and guarantees, about six times the throughput per worker)",
+    )
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class RegistryConfig(_Model):
@@ -107,6 +124,7 @@ class TaskConfig(_Model):
     target: TargetConfig = Field(default_factory=TargetConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    transform: TransformConfig = Field(default_factory=TransformConfig)
     tables: TableSelection = Field(default_factory=TableSelection)
     # Selection and transformation rules (docs/table-mappings.md): inline, or an AWS DMS
     # table-mappings JSON file read as it is. Validated by transforms/ before the task starts.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from headwater.config import TaskConfig
-from headwater.stages import run_stage
+from headwater.stages import run_stage, stage_kind
 from headwater.status import TaskStatus, collect_status, source_wal_lsn
 
 log = logging.getLogger(__name__)
@@ -38,19 +38,39 @@ class TaskRunner:
     @property
     def stage_names(self) -> tuple[str, ...]:
         """The task's stages; the transform stage only when it has table mappings."""
+        sinks = ("sink", *(f"sink-{i}" for i in range(2, self.task.target.workers + 1)))
         if self.task.has_table_mappings:
-            return ("producer", "transform", "sink")
-        return ("producer", "sink")
+            count = self.task.transform.workers
+            transforms = ("transform", *(f"transform-{i}" for i in range(2, count + 1)))
+            return ("producer", *transforms, *sinks)
+        return ("producer", *sinks)
 
     def start(self) -> None:
+        workers, partitions = self.task.target.workers, self.task.kafka.partitions
+        if workers > partitions:
+            log.warning(
+                "task %s: target.workers is %d but topics have kafka.partitions %d: %d sink(s) "
+                "will idle; raise kafka.partitions (new topics only) or lower target.workers",
+                self.task.name,
+                workers,
+                partitions,
+                workers - partitions,
+            )
         for name in self.stage_names:
             self.start_stage(name)
 
     def start_stage(self, name: str) -> None:
         """Start (or restart, after it died) one stage's process."""
+        data = self.task.model_dump(by_alias=True)
+        if name != stage_kind(name):
+            # Each sink worker its own client id, so the group's members can be told apart.
+            kafka = data["kafka"]
+            kafka["consumer"] = {"client.id": f"headwater-{self.task.name}-{name}"} | dict(
+                kafka["consumer"]
+            )
         proc = self._ctx.Process(
             target=run_stage,
-            args=(name, self.task.model_dump(by_alias=True), self.errors, self.log_level),
+            args=(name, data, self.errors, self.log_level),
             name=f"headwater-{self.task.name}-{name}",
         )
         proc.start()
@@ -67,9 +87,8 @@ class TaskRunner:
         for name, proc in self.procs.items():
             if proc.exitcode not in (None, 0):
                 raise StageFailed(f"{name} exited with code {proc.exitcode}; see its log above")
-        for name in ("sink", "transform"):
-            stage_proc = self.procs.get(name)
-            if stage_proc is not None and stage_proc.exitcode == 0:
+        for name, stage_proc in self.procs.items():
+            if stage_kind(name) in ("sink", "transform") and stage_proc.exitcode == 0:
                 raise StageFailed(f"{name} stopped unexpectedly")
         producer = self.procs.get("producer")
         if producer is not None and producer.exitcode == 0 and self.task.mode != "full-load":

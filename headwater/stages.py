@@ -41,13 +41,26 @@ def _sink(task: TaskConfig, stop: threading.Event) -> None:
     run_sink(task, stop)
 
 
-def _transform(task: TaskConfig, stop: threading.Event) -> None:
-    from transforms.processor import run_processor
+def _transform(task: TaskConfig, stop: threading.Event, name: str = "transform") -> None:
+    # The faust app by default; the confluent-kafka loop is the documented alternative.
+    if task.transform.engine == "confluent":
+        from transforms.processor import run_processor
 
-    run_processor(task, stop)
+        # A stable transactional id per worker slot: a restarted worker fences its predecessor.
+        run_processor(task, stop, worker_id=name.partition("-")[2] or "0")
+        return
+    from transforms.faust_app import run_faust_processor
+
+    run_faust_processor(task, stop)
 
 
 STAGES: dict[str, StageFn] = {"producer": _producer, "transform": _transform, "sink": _sink}
+
+
+def stage_kind(name: str) -> str:
+    """The stage a process runs: `sink-2` (the second sink worker) runs `sink`."""
+    return name.split("-", 1)[0]
+
 
 # Errors a user can fix: shown as their message, without a traceback.
 _USER_ERRORS = (
@@ -67,7 +80,8 @@ def run_stage(
 ) -> None:
     """Run stage `name` until stopped; put (stage, message) on `errors` if it fails."""
     logging.basicConfig(
-        level=log_level, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"
+        level=log_level,
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call
     stop = threading.Event()
@@ -79,7 +93,10 @@ def run_stage(
     signal.signal(signal.SIGINT, _on_signal)
     task = TaskConfig.model_validate(task_data)
     try:
-        STAGES[name](task, stop)
+        if stage_kind(name) == "transform":
+            _transform(task, stop, name)
+        else:
+            STAGES[stage_kind(name)](task, stop)
     except InterruptedError:
         return
     except Exception as exc:

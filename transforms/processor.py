@@ -4,11 +4,11 @@ output records and its consumer offsets are committed in one Kafka transaction
 (consume-transform-produce with `send_offsets_to_transaction`), and the sink reads with
 isolation.level=read_committed, so a crash neither loses nor doubles a record.
 
-faust-streaming 0.15.3 was tried first (see docs/table-mappings.md, "Where rules run"): its
-exactly_once mode writes a record to a topic the app does not consume through its plain,
-non-transactional producer, so output and offsets were not atomic. This loop uses
-confluent-kafka's transactional producer instead. More workers scale it out: each joins the
-consumer group with its own transactional id, and the group generation fences a zombie.
+The task's default transform engine is the faust-streaming app (transforms/faust_app.py);
+this loop is the alternative (`transform: {engine: confluent}` in the task file), on
+confluent-kafka's transactional producer. More workers (`transform.workers`) scale it out:
+each joins the consumer group with its own transactional id (its worker slot), and the group
+generation fences a zombie.
 
 A record the rules cannot be applied to goes to `<prefix>.dlq` with the reason in its
 headers, in the same transaction."""
@@ -16,33 +16,23 @@ headers, in the same transaction."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from headwater.config import TaskConfig
 from schemas.registry import SchemaRegistry
 from schemas.serde import AvroSerde
-from schemas.topics import dead_letter_topic
 from transforms.errors import TableMappingError, TransformError
-from transforms.evaluate import EvaluationError
 from transforms.load import task_engine
+from transforms.outputs import OutputBuilder, transform_group
 from transforms.records import OutRecord, RecordTransformer, raw_topic_pattern
 
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_S = 10.0
-
-
-def transform_group(task: TaskConfig) -> str:
-    """The consumer group of the transform stage (its offsets are the stage's progress)."""
-    return f"headwater-{task.name}-transform"
 
 
 def consumer_config(task: TaskConfig) -> dict[str, Any]:
@@ -93,10 +83,9 @@ class TransformLoop:
         )
         self.consumer = Consumer(consumer_config(task))
         # A stable id per worker slot keeps a restarted worker fencing its predecessor.
-        worker = worker_id or os.environ.get("HEADWATER_TRANSFORM_WORKER", "0")
+        worker = worker_id or "0"
         self.producer = Producer(producer_config(task, worker))
-        self.admin = AdminClient({"bootstrap.servers": task.kafka.bootstrap_servers})
-        self._topics: set[str] = set()
+        self.outputs = OutputBuilder(task, self.transformer)
         self.consumed = 0
         self.produced = 0
         self._progress_at = time.monotonic()
@@ -128,8 +117,6 @@ class TransformLoop:
 
     def _transaction(self, messages: list[Message]) -> None:
         records = [out for m in messages for out in self._transform(m)]
-        self._ensure_topics(self.transformer.new_topics)
-        self.transformer.new_topics.clear()
         try:
             self.producer.begin_transaction()
             for out in records:
@@ -145,30 +132,13 @@ class TransformLoop:
         self.produced += len(records)
 
     def _transform(self, message: Message) -> list[OutRecord]:
-        topic, partition = str(message.topic()), message.partition() or 0
-        try:
-            return self.transformer.transform(topic, partition, message.value())
-        except (TransformError, EvaluationError, ValueError) as exc:
-            # ValueError: fastavro refusing a value (e.g. a NULL key column), a bad message.
-            reason = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "task %s: %s[%d]@%s to the dead-letter topic: %s",
-                self.task.name,
-                topic,
-                partition,
-                message.offset(),
-                reason,
-            )
-            headers = {
-                "headwater.error": reason.encode(),
-                "headwater.topic": topic.encode(),
-                "headwater.partition": str(partition).encode(),
-                "headwater.offset": str(message.offset()).encode(),
-                "headwater.stage": b"transform",
-            }
-            dlq = dead_letter_topic(self.prefix)
-            self._ensure_topics([dlq])
-            return [OutRecord(dlq, message.key(), message.value(), headers=headers)]
+        return self.outputs.records(
+            str(message.topic()),
+            message.partition() or 0,
+            message.offset() or 0,
+            message.key(),
+            message.value(),
+        )
 
     def _produce(self, out: OutRecord) -> None:
         kwargs: dict[str, Any] = {}
@@ -199,21 +169,6 @@ class TransformLoop:
                 TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0)
             )
 
-    def _ensure_topics(self, topics: Iterable[str]) -> None:
-        new = [t for t in topics if t not in self._topics]
-        if not new:
-            return
-        specs = [
-            NewTopic(t, self.task.kafka.partitions, self.task.kafka.replication_factor) for t in new
-        ]
-        for topic, future in self.admin.create_topics(specs, operation_timeout=30).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise TransformError(f"cannot create topic {topic}: {exc}") from None
-        self._topics.update(new)
-
     def _log_progress(self) -> None:
         now = time.monotonic()
         if now - self._progress_at >= _PROGRESS_EVERY_S:
@@ -242,9 +197,9 @@ def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
-def run_processor(task: TaskConfig, stop: threading.Event) -> None:
+def run_processor(task: TaskConfig, stop: threading.Event, worker_id: str | None = None) -> None:
     """Run the transform stage of `task` until `stop` is set."""
-    loop = TransformLoop(task, stop, worker_id=None)
+    loop = TransformLoop(task, stop, worker_id=worker_id)
     try:
         loop.run()
     finally:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 
 from headwater.config import TaskConfig
-from transforms.processor import transform_group
+from transforms.outputs import transform_group
 from transforms.records import is_raw_topic
 
 

@@ -113,14 +113,6 @@ def task(make_task: Callable[..., TaskConfig]) -> Iterator[TaskConfig]:
     yield built
 
 
-@pytest.fixture
-def runner(task: TaskConfig) -> Iterator[TaskRunner]:
-    r = TaskRunner(task)
-    r.start()
-    yield r
-    r.stop(timeout=20)
-
-
 def rows(url: str, query: str, role: str = "source") -> list[tuple[Any, ...]]:
     with connect(url, role=role) as conn:
         return conn.execute(query).fetchall()
@@ -157,6 +149,29 @@ def test_task_with_rules_moves_exactly_the_transformed_rows(
         Workload(conn, seed=5).run(120)
     runner.wait_caught_up(240)
     assert_target_is_transformed_source(task)
+
+
+def test_confluent_engine_with_two_workers_moves_exactly_the_transformed_rows(
+    make_task: Callable[..., TaskConfig],
+) -> None:
+    task = make_task(
+        table_mappings=RULES,
+        kafka={"partitions": 2},
+        transform={"engine": "confluent", "workers": 2},
+    )
+    with connect(task.source.url) as conn:
+        create_sample(conn, 120)
+    runner = TaskRunner(task)
+    assert runner.stage_names == ("producer", "transform", "transform-2", "sink")
+    runner.start()
+    try:
+        runner.wait_caught_up(240)
+        with connect(task.source.url) as conn:
+            Workload(conn, seed=9).run(120)
+        runner.wait_caught_up(240)
+        assert_target_is_transformed_source(task)
+    finally:
+        runner.stop(timeout=20)
 
 
 def _read_all(

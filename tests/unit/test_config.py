@@ -37,6 +37,7 @@ def test_examples_parse() -> None:
         ({"name": "t", "target": {"engine": "oracle"}}, "target.engine"),
         ({"name": "bad name"}, "name: Value error, use letters"),
         ({"name": "t", "target": {"batch_size": 0}}, "target.batch_size"),
+        ({"name": "t", "transform": {"engine": "spark"}}, "transform.engine: Input should be"),
     ],
 )
 def test_bad_fields_are_named(data: dict[str, object], message: str) -> None:
@@ -67,3 +68,24 @@ def test_table_selection() -> None:
     assert not sel.selects(TableId("public", "tmp_x"))
     assert sel.selects(TableId("sales", "orders"))
     assert not sel.selects(TableId("sales", "orders_2024"))
+
+
+def test_transform_workers_become_stages_only_with_table_mappings() -> None:
+    from headwater.runner import TaskRunner
+
+    rules = {
+        "rules": [
+            {
+                "rule-type": "selection",
+                "rule-id": "1",
+                "rule-name": "all",
+                "object-locator": {"schema-name": "public", "table-name": "%"},
+                "rule-action": "include",
+            }
+        ]
+    }
+    task = parse_task({"name": "t", "transform": {"engine": "confluent", "workers": 3}})
+    assert TaskRunner(task).stage_names == ("producer", "sink")
+    task = parse_task({"name": "t", "transform": {"workers": 2}, "table_mappings": rules})
+    assert task.transform.engine == "faust"
+    assert TaskRunner(task).stage_names == ("producer", "transform", "transform-2", "sink")
