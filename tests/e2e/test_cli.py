@@ -118,6 +118,9 @@ def test_signal_stops_cleanly_and_a_second_run_resumes(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test run started as a background job inherits SIGINT ignored, and Python keeps
+        # an ignored SIGINT ignored: give the command the disposition a terminal gives it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
