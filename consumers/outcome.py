@@ -11,7 +11,7 @@ from typing import Protocol
 
 from consumers.batch import CollapsedBatch, Origin, PartitionPosition, RowKey, TableChanges
 from consumers.offsets import Partition, StoredOffset
-from schemas.tables import TableId
+from schemas.tables import TableId, TableSchema
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,10 @@ class TargetSink(Protocol):
 
     def note_stopped(self, stopped: Mapping[str, str], applied: Collection[str] = ()) -> None:
         """Record target tables stopped (with the reason) and those applied again."""
+        ...
+
+    def prepare_tables(self, schemas: Collection[TableSchema]) -> None:
+        """Create the target tables of `schemas` before their first rows."""
         ...
 
     def close(self) -> None: ...

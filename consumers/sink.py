@@ -32,6 +32,7 @@ from consumers.truncates import attempt_of
 from headwater.config import TaskConfig
 from schemas.registry import SchemaRegistry
 from schemas.serde import AvroSerde
+from schemas.topics import value_subject
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class SinkLoop:
         self._partition_counts: dict[str, int] = {}
         self.expected: dict[Partition, int | None] = {}
         self.events_applied = 0
+        self._prepared: set[str] = set()  # topics whose target table was prepared on assign
         self._progress_at = time.monotonic()
         self._progress_events = 0
 
@@ -173,6 +175,7 @@ class SinkLoop:
                 tp.partition,
                 found.next_offset if found else "the beginning",
             )
+        self._prepare_new_tables({tp.topic for tp in partitions} - {topic for topic, _ in stored})
         if self.cooperative:
             consumer.incremental_assign(partitions)
         else:
@@ -180,6 +183,29 @@ class SinkLoop:
         # A partition paused here before (held at a truncate, or its table stopped) stays
         # paused through a rebalance that gives it back; it starts again from the target.
         consumer.resume(partitions)
+
+    def _prepare_new_tables(self, topics: set[str]) -> None:
+        """Create the target tables of topics this target has no position for yet, from
+        their newest registered schema: a table empty at the source gets no event, and
+        would otherwise never exist at the target. Best effort: the first event of a table
+        creates it anyway."""
+        topics = {t for t in topics if is_change_topic(self.prefix, t)} - self._prepared
+        if not topics or not self.task.target.create_tables:
+            return
+        schemas = []
+        try:
+            for topic in sorted(topics):
+                found = self.registry.latest(value_subject(topic))
+                if found is not None:
+                    schemas.append(self.decoder.table_schema(topic, found[0]))
+            if schemas:
+                self.target.prepare_tables(schemas)
+        except Exception as exc:  # the tables still come with their first events
+            log.warning(
+                "task %s: cannot create target tables ahead of their rows: %s", self.task.name, exc
+            )
+            return
+        self._prepared |= topics
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Each batch is applied before the next poll, so nothing is pending here.

@@ -155,6 +155,13 @@ class SinkBase(ABC, Generic[C]):
         self.note_stopped(stopped, [self._target_name(t) for t in batch.tables])
         return outcome
 
+    def prepare_tables(self, schemas: Collection[TableSchema]) -> None:
+        """Create (or widen) the target tables of `schemas` before any of their rows arrive,
+        so a table that is empty at the source exists at the target too. A table the sink
+        cannot take is stopped as it would be on its first batch."""
+        batch = CollapsedBatch(tables={s.table: TableChanges(s) for s in schemas})
+        self.apply(batch, expected={})
+
     def note_stopped(self, stopped: Mapping[str, str], applied: Collection[str] = ()) -> None:
         """Keep the target's record of stopped tables (consumers/stopped_tables.py) current:
         `stopped` target tables with their reason, `applied` ones no longer stopped. Best

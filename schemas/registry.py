@@ -70,6 +70,29 @@ class SchemaRegistry:
             self._schemas[schema_id] = parsed
         return parsed
 
+    def latest(self, subject: str) -> tuple[int, dict[str, Any]] | None:
+        """The id and schema of the newest version under `subject`; None when it has none."""
+        try:
+            resp = self._http.get(f"{self.url}/subjects/{subject}/versions/latest")
+        except httpx.HTTPError as exc:
+            raise RegistryError(
+                f"schema registry at {self.url} is unreachable ({exc}); "
+                "start it with `headwater stack up` or fix registry.url"
+            ) from exc
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 400:
+            raise RegistryError(
+                f"schema registry GET {subject} latest failed with {resp.status_code}: "
+                f"{resp.text[:300]}"
+            )
+        reply = resp.json()
+        schema_id = int(reply["id"])
+        parsed: dict[str, Any] = json.loads(reply["schema"])
+        with self._lock:
+            self._schemas[schema_id] = parsed
+        return schema_id, parsed
+
     def ping(self) -> None:
         """Raise RegistryError unless the registry answers."""
         self._request("GET", "/subjects")
