@@ -91,3 +91,10 @@ def add_column(target: TableId, col: Column, type_text: str) -> sql.Composed:
     return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}").format(
         qualified(target), column_definition(col, type_text, with_not_null=False)
     )
+
+
+def widen_column(target: TableId, column: str, type_text: str) -> sql.Composed:
+    """ALTER COLUMN ... TYPE for a column whose source type widened (consumers/type_watch)."""
+    return sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+        qualified(target), sql.Identifier(column), sql.SQL(type_text)
+    )

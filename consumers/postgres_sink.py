@@ -136,8 +136,12 @@ class PostgresSink(SinkBase[PgConnection]):
             write_offsets(raw, self.task.name, outcome.stored)
 
     def _ensure_table(self, conn: PgConnection, schema: TableSchema) -> None:
+        target = self.target_table(schema.table)
         with conn.transaction():
-            self._tables.ensure(conn, self.target_table(schema.table), schema)
+            widened = self._tables.ensure(conn, target, schema)
+        if widened:  # staging tables copy the target's column types: make them anew
+            self._stages.pop(target, None)
+            self._keyless.forget()
 
     def _apply_table(self, raw: PgConnection, changes: TableChanges) -> list[Rejected]:
         target = self.target_table(changes.schema.table)

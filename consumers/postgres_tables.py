@@ -19,9 +19,10 @@ from consumers.ddl import (
     create_schema,
     create_table,
     postgres_column_type,
+    widen_column,
 )
 from consumers.errors import TargetError
-from consumers.type_watch import TypeWatch
+from consumers.type_watch import TypeWatch, Widened
 from headwater.config import TaskConfig
 from schemas.tables import Column, TableId, TableSchema
 
@@ -54,20 +55,27 @@ class PostgresTables:
         """Drop what is cached (after a rollback or a new connection)."""
         self._columns.clear()
 
-    def ensure(self, raw: PgConnection, target: TableId, schema: TableSchema) -> None:
-        """Create `target` from `schema` if missing, or add the columns it lacks."""
-        self._watch.check(
+    def ensure(self, raw: PgConnection, target: TableId, schema: TableSchema) -> bool:
+        """Create `target` from `schema` if missing, add the columns it lacks, widen the
+        columns whose source type widened. True when a column type changed (staging tables
+        copied from the target's columns are stale then)."""
+        widened = self._watch.check(
             target, schema, lambda name: postgres_column_type(schema.column(name), schema.engine)
         )
         known = self._columns.get(target)
-        if known is not None and set(schema.column_names) <= set(known):
-            return
+        if known is not None and set(schema.column_names) <= set(known) and not widened:
+            return False
         # One sink at a time changes a target's tables; the lock ends with the transaction.
         raw.execute("SELECT pg_advisory_xact_lock(hashtext('headwater.ddl'))")
         existing = self._target_columns(raw, target)
         if not existing:
             self._create_table(raw, target, schema)
             existing = list(schema.column_names)
+            widened = []
+        else:
+            widened = [w for w in widened if w.column in existing]
+            self._widen(raw, target, widened)
+        self._watch.accept(target, widened)
         missing = [c for c in schema.columns if c.name not in existing]
         if missing:
             types = self._column_types(raw, target, missing, schema.engine)
@@ -82,6 +90,27 @@ class PostgresTables:
                 )
             existing += [c.name for c in missing]
         self._columns[target] = tuple(existing)
+        return bool(widened)
+
+    def _widen(self, raw: PgConnection, target: TableId, widened: list[Widened]) -> None:
+        for change in widened:
+            if not self.task.target.create_tables:
+                raise TargetError(
+                    f"task {self.task.name}: column {change.column} of {target} widened at the "
+                    f"source ({change.old} -> {change.new}); alter it in the target or set "
+                    "`target.create_tables: true`",
+                    task=self.task.name,
+                    table=str(target),
+                )
+            raw.execute(widen_column(target, change.column, change.new))
+            log.info(
+                "task %s: widened %s.%s from %s to %s",
+                self.task.name,
+                target,
+                change.column,
+                change.old,
+                change.new,
+            )
 
     def _target_columns(self, raw: PgConnection, target: TableId) -> list[str]:
         rows = raw.execute(

@@ -14,7 +14,7 @@ from sqlalchemy.schema import CreateColumn, CreateTable
 
 from consumers.errors import TargetError
 from consumers.sql_dialect import SqlDialect
-from consumers.type_watch import TypeWatch
+from consumers.type_watch import TypeWatch, Widened
 from headwater.config import TaskConfig
 from schemas.tables import TableId, TableSchema
 
@@ -58,14 +58,17 @@ class SqlTables:
         """Create the table if missing, add the columns it lacks, or raise TargetError."""
         table = self.ddl_table(where, schema)
         compiled = {c.name: str(c.type.compile(conn.dialect)) for c in table.columns}
-        self._watch.check(target_id(*where), schema, compiled.__getitem__)
+        widened = self._watch.check(target_id(*where), schema, compiled.__getitem__)
         known = self._columns.get(where)
-        if known is not None and set(schema.column_names) <= known:
+        if known is not None and set(schema.column_names) <= known and not widened:
             return
         existing = self._existing(conn, where)
         if existing is None:
             self._create(conn, where, table)
             existing = set(schema.column_names)
+        else:
+            self._widen(conn, table, [w for w in widened if w.column in existing])
+        self._watch.accept(target_id(*where), widened)
         missing = [c for c in table.columns if c.name not in existing]
         if missing and not self.task.target.create_tables:
             raise TargetError(
@@ -79,6 +82,34 @@ class SqlTables:
             self._add_column(conn, table, col)
             existing.add(col.name)
         self._columns[where] = existing
+
+    def _widen(self, conn: Connection, table: sa.Table, widened: list[Widened]) -> None:
+        if not widened or conn.dialect.name == "sqlite":
+            return  # SQLite keeps any value whatever the declared type: nothing to alter
+        if not self.task.target.create_tables:
+            change = widened[0]
+            raise TargetError(
+                f"task {self.task.name}: column {change.column} of {table.fullname} widened at "
+                f"the source ({change.old} -> {change.new}); alter it in the target or set "
+                "`target.create_tables: true`",
+                task=self.task.name,
+                table=table.fullname,
+            )
+        preparer = conn.dialect.identifier_preparer
+        for change in widened:
+            # MODIFY restates the whole column: its definition keeps the source's nullability.
+            definition = CreateColumn(table.columns[change.column]).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(
+                f"ALTER TABLE {preparer.format_table(table)} MODIFY COLUMN {definition}"
+            )
+            log.info(
+                "task %s: widened %s.%s from %s to %s",
+                self.task.name,
+                table.fullname,
+                change.column,
+                change.old,
+                change.new,
+            )
 
     def _existing(self, conn: Connection, where: tuple[str | None, str]) -> set[str] | None:
         inspector = sa.inspect(conn)

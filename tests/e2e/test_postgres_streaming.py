@@ -1,6 +1,6 @@
 """Streaming behaviours of the PostgreSQL source end to end, against the real stack: a
-replication connection killed mid-stream, unchanged TOAST values, TRUNCATE, columns added
-and dropped while streaming, and a slot that disappeared between runs."""
+replication connection killed mid-stream, unchanged TOAST values, TRUNCATE, columns added,
+dropped and widened while streaming, and a slot that disappeared between runs."""
 
 from __future__ import annotations
 
@@ -84,6 +84,30 @@ def test_columns_added_and_dropped_while_streaming(
     runner.wait_caught_up(120)
     assert_equal(task)
     assert str(target_one(task, "SELECT rating FROM docs WHERE id = 2")) == "4.5"
+
+
+def test_types_widened_while_streaming_widen_the_target(
+    started: tuple[TaskConfig, TaskRunner],
+) -> None:
+    task, runner = started
+    with connect(task.source.url) as conn:
+        conn.execute("ALTER TABLE docs ALTER COLUMN hits TYPE bigint")
+        conn.execute("UPDATE docs SET hits = 5000000000 WHERE id = 3")  # beyond an int
+        conn.execute("ALTER TABLE docs ADD COLUMN code varchar(4)")
+        conn.execute("UPDATE docs SET code = 'abcd' WHERE id = 4")
+        conn.execute("ALTER TABLE docs ALTER COLUMN code TYPE varchar(40)")
+        conn.execute("UPDATE docs SET code = repeat('x', 40) WHERE id = 5")
+    runner.wait_caught_up(120)
+    assert_equal(task)
+    assert target_one(task, "SELECT hits FROM docs WHERE id = 3") == 5_000_000_000
+    assert (
+        target_one(
+            task,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'public.docs'::regclass AND attname = 'code'",
+        )
+        == "character varying(40)"
+    )
 
 
 def test_replication_connection_killed_mid_stream(

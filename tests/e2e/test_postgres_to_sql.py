@@ -73,3 +73,19 @@ def test_sink_killed_at_random_points_ends_equal(task: TaskConfig, runner: TaskR
     assert done
     runner.wait_caught_up(240)
     assert_all_match(compare_task(task), empty=EMPTY)
+
+
+def test_types_widened_at_the_source_widen_the_target(task: TaskConfig, runner: TaskRunner) -> None:
+    runner.wait_caught_up(240)
+    with connect(task.source.url) as conn:
+        conn.execute("ALTER TABLE order_lines ALTER COLUMN qty TYPE bigint")
+        conn.execute(
+            "UPDATE order_lines SET qty = 5000000000"
+            " WHERE (order_id, line_no) = (SELECT min(order_id), 1 FROM order_lines)"
+        )
+        conn.execute("ALTER TABLE orders ALTER COLUMN status TYPE varchar(60)")
+        conn.execute(
+            "UPDATE orders SET status = repeat('s', 60) WHERE id = (SELECT min(id) FROM orders)"
+        )
+    runner.wait_caught_up(240)
+    assert_all_match(compare_task(task), empty=EMPTY)
