@@ -319,26 +319,40 @@ class _Compiler:
             *self.encode(other, var, ind + "    "),
         ]
 
+    @staticmethod
+    def _long_lines(value: str, ind: str) -> list[str]:
+        # Most lengths and many integers are below 64: one byte, no call.
+        return [
+            f"{ind}if 0 <= {value} < 64:",
+            f"{ind}    out.append({value} << 1)",
+            f"{ind}else:",
+            f"{ind}    _write_long(out, {value})",
+        ]
+
     def _encode_primitive(self, kind: Any, var: str, ind: str) -> list[str]:
         if kind == "null":
             return [f"{ind}if {var} is not None: raise ValueError('null expected')"]
         if kind == "boolean":
             return [f"{ind}out.append(1 if {var} else 0)"]
         if kind in ("int", "long"):
-            return [f"{ind}_write_long(out, {var})"]
+            # Not an int (a float, a Decimal): `<<` raises and the caller falls back to fastavro.
+            return self._long_lines(var, ind)
         if kind == "float":
             return [f"{ind}out += _pack_float({var})"]
         if kind == "double":
             return [f"{ind}out += _pack_double({var})"]
         if kind == "string":
             raw = self._name("b")
+            size = self._name("n")
             return [
                 f"{ind}{raw} = {var}.encode()",
-                f"{ind}_write_long(out, len({raw}))",
+                f"{ind}{size} = len({raw})",
+                *self._long_lines(size, ind),
                 f"{ind}out += {raw}",
             ]
         if kind == "bytes":
-            return [f"{ind}_write_long(out, len({var}))", f"{ind}out += {var}"]
+            size = self._name("n")
+            return [f"{ind}{size} = len({var})", *self._long_lines(size, ind), f"{ind}out += {var}"]
         raise Unsupported(f"type {kind!r}")
 
     def decode(self, schema: Any, var: str, ind: str) -> list[str]:
