@@ -227,17 +227,30 @@ class _Reader:
         return bytes(chunk)
 
     def tuple_data(self) -> tuple[TupleValue, ...]:
+        # The hot path of streaming (every column of every change): local variables and
+        # direct indexing instead of a method call per byte.
+        buf, pos = self.buf, self.pos
+        (count,) = _I16.unpack_from(buf, pos)
+        pos += 2
         values: list[TupleValue] = []
-        for _ in range(self.i16()):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED)
-            elif kind in ("t", "b"):
-                values.append(self.raw(self.i32()).decode())
+        append = values.append
+        for _ in range(count):
+            kind = buf[pos]
+            pos += 1
+            if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary
+                (size,) = _I32.unpack_from(buf, pos)
+                pos += 4
+                if pos + size > len(buf):
+                    raise DecodeError("tuple value runs past the end of the message")
+                append(str(buf[pos : pos + size], "utf-8"))
+                pos += size
+            elif kind == 0x6E:  # 'n' null
+                append(None)
+            elif kind == 0x75:  # 'u' unchanged TOAST value
+                append(UNCHANGED)
             else:
-                raise DecodeError(f"unknown tuple value kind {kind!r}")
+                raise DecodeError(f"unknown tuple value kind {chr(kind)!r}")
+        self.pos = pos
         return tuple(values)
 
 

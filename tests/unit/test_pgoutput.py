@@ -114,6 +114,17 @@ def test_unknown_message_is_an_error() -> None:
         decode_message(b"D" + struct.pack(">I", 5) + b"N" + tuple_data("1"))
 
 
+def test_bad_tuple_data_is_an_error() -> None:
+    insert = b"I" + struct.pack(">I", 5) + b"N"
+    with pytest.raises(DecodeError, match="unknown tuple value kind 'x'"):
+        decode_message(insert + struct.pack(">h", 1) + b"x")
+    with pytest.raises(DecodeError, match="past the end"):
+        decode_message(insert + struct.pack(">h", 1) + b"t" + struct.pack(">i", 10) + b"abc")
+    assert decode_message(insert + tuple_data("é", None, UNCHANGED)) == Insert(
+        5, ("é", None, UNCHANGED)
+    )
+
+
 def test_copy_frames() -> None:
     frame = b"w" + struct.pack(">QQq", 10, 20, 0) + b"B..."
     assert parse_copy_frame(frame) == XLogData(10, 20, b"B...")
