@@ -85,7 +85,7 @@ class TransformConfig(_Model):
     engine: Literal["faust", "confluent"] = Field(
         default="faust",
         description="faust: the faust-streaming app; confluent: the confluent-kafka loop "
-        "(same topics and guarantees, about six times the throughput per worker)",
+        "(same topics and guarantees, about four times the throughput per worker)",
     )
     workers: int = Field(default=1, ge=1, le=64)
 
