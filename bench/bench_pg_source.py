@@ -39,16 +39,16 @@ SELECT g, g %% 10000, (g %% 100000) / 100.0, 'status-' || (g %% 7), now() - g * 
 FROM generate_series(1, %(rows)s) g"""
 
 
-def _db_url(name: str) -> str:
+def db_url(name: str) -> str:
     return ADMIN.rsplit("/", 1)[0] + "/" + name
 
 
-def _create_db(name: str) -> None:
+def create_db(name: str) -> None:
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def _drop_db(name: str) -> None:
+def drop_db(name: str) -> None:
     with psycopg.connect(ADMIN, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
@@ -64,9 +64,9 @@ def baseline_dump_restore(source: str, target: str) -> float:
     """Seconds for `pg_dump -t bench_rows source | psql target`."""
     bindir = shutil.which("pg_dump") or "/usr/lib/postgresql/15/bin/pg_dump"
     start = time.monotonic()
-    dump = subprocess.Popen([bindir, "-t", "bench_rows", _db_url(source)], stdout=subprocess.PIPE)
+    dump = subprocess.Popen([bindir, "-t", "bench_rows", db_url(source)], stdout=subprocess.PIPE)
     subprocess.run(
-        ["psql", "-q", _db_url(target)], stdin=dump.stdout, check=True, stdout=subprocess.DEVNULL
+        ["psql", "-q", db_url(target)], stdin=dump.stdout, check=True, stdout=subprocess.DEVNULL
     )
     dump.wait()
     return time.monotonic() - start
@@ -77,8 +77,8 @@ def headwater_run(source: str, target: str, mode: str, prefix: str, workers: int
         {
             "name": prefix,
             "mode": mode,
-            "source": {"url": _db_url(source), "snapshot_workers": workers},
-            "target": {"url": _db_url(target).replace("postgresql://", "postgresql+psycopg://")},
+            "source": {"url": db_url(source), "snapshot_workers": workers},
+            "target": {"url": db_url(target).replace("postgresql://", "postgresql+psycopg://")},
             "tables": {"include": ["public.bench_rows"]},
         }
     )
@@ -99,9 +99,9 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     src, dst, base = f"bench_src_{run}", f"bench_dst_{run}", f"bench_base_{run}"
     for name in (src, dst, base):
-        _create_db(name)
+        create_db(name)
     try:
-        with psycopg.connect(_db_url(src), autocommit=True) as conn:
+        with psycopg.connect(db_url(src), autocommit=True) as conn:
             conn.execute(TABLE_SQL)
             conn.execute(FILL_SQL, {"rows": args.rows})
             conn.execute("ANALYZE bench_rows")
@@ -119,7 +119,7 @@ def main() -> None:
             runner.wait_caught_up(3600, on_status=note_produced, poll_s=0.5)
             load_s = time.monotonic() - start
             produce_s = produced[0] if produced else load_s
-            with psycopg.connect(_db_url(src), autocommit=True) as conn:
+            with psycopg.connect(db_url(src), autocommit=True) as conn:
                 start = time.monotonic()
                 conn.execute(
                     "UPDATE bench_rows SET amount = amount + 1 WHERE id <= %s", (args.updates,)
@@ -130,7 +130,7 @@ def main() -> None:
             runner.stop()
     finally:
         for name in (src, dst, base):
-            _drop_db(name)
+            drop_db(name)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         f"rows={args.rows:,} (about 200 bytes each), updates={args.updates:,}, "

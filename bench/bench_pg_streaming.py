@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from bench_pg_source import create_db, db_url, drop_db
 from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
@@ -57,7 +58,6 @@ from schemas.serde import AvroSerde
 from schemas.tables import TableId
 from schemas.topics import key_subject, table_topic, value_subject
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLE = TableId("public", "stream_rows")
 
 # About 200 bytes a row; `written_at` is set by every write, as close to its commit as a
@@ -113,27 +113,6 @@ SETTING_PATHS = {
 
 
 # --- databases ------------------------------------------------------------------------------
-
-
-def db_url(name: str) -> str:
-    return ADMIN.rsplit("/", 1)[0] + "/" + name
-
-
-def create_db(name: str) -> None:
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_db(name: str) -> None:
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE database = %s AND NOT active",
-            (name,),
-        )
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def prepare_source(source: str, rows: int) -> None:
