@@ -160,6 +160,17 @@ def snapshot_reads(task: TaskConfig, topic: str) -> list[tuple[int, str]]:
     return reads
 
 
+def wait_for_finished_chunks(store: TaskStateStore, task: TaskConfig, count: int) -> None:
+    """Until the task state says `count` chunks of public.big are finished (or 120 s)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = store.load(task.name)
+        table = state.tables.get("public.big") if state else None
+        if table is not None and chunks_finished(table.chunks_done) >= count:
+            return
+        time.sleep(0.1)
+
+
 def in_runs(key: int, runs: list[list[Any]]) -> bool:
     return any(
         (lower is None or key > int(lower[0])) and (upper is None or key <= int(upper[0]))
@@ -180,13 +191,7 @@ def test_killed_parallel_load_reads_only_unfinished_chunks_again(
     first = TaskRunner(task)
     first.start()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            state = store.load(task.name)
-            table = state.tables.get("public.big") if state else None
-            if table is not None and chunks_finished(table.chunks_done) >= 4:
-                break
-            time.sleep(0.1)
+        wait_for_finished_chunks(store, task, 4)
         producer = first.procs["producer"]
         assert producer.pid is not None
         os.kill(producer.pid, signal.SIGKILL)
@@ -236,13 +241,7 @@ def test_load_stopped_half_way_stops_its_workers_and_resumes(
     store = TaskStateStore(task.kafka.bootstrap_servers)
     first = TaskRunner(task)
     first.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = store.load(task.name)
-        table = state.tables.get("public.big") if state else None
-        if table is not None and chunks_finished(table.chunks_done) >= 2:
-            break
-        time.sleep(0.1)
+    wait_for_finished_chunks(store, task, 2)
     started = time.monotonic()
     first.stop(timeout=30)
     assert time.monotonic() - started < 25  # stopped, not killed after the timeout
