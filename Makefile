@@ -4,6 +4,10 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
+# The sink's native hot path (native/, Rust, no crates): built when cargo is there (rustup
+# puts it in ~/.cargo/bin); without it the sink runs in Python alone.
+CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
+NATIVE_LIB := native/target/release/libheadwater_native.so
 
 .PHONY: demo test install stack lint unit clean-stack
 
@@ -13,7 +17,14 @@ demo: install
 test: install lint stack
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(NATIVE_LIB)
+
+$(NATIVE_LIB): native/Cargo.toml native/Cargo.lock native/src/lib.rs
+	@if [ -x "$(CARGO)" ]; then \
+		$(CARGO) build --quiet --release --offline --manifest-path native/Cargo.toml; \
+	else \
+		echo "cargo not found: the sink runs without its native path (see docs/native.md)"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -43,6 +43,18 @@ class Upsert:
     columns: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class CopyRows:
+    """Net changes of one partition the native path (consumers/native_collapse.py) wrote as
+    PostgreSQL COPY text rows `(group, *columns)`: `deletes` rows carry only the key,
+    `upserts` rows every column."""
+
+    columns: tuple[str, ...]
+    copy: bytes
+    upserts: int
+    deletes: int
+
+
 Change = Upsert | None
 """The net change of one key: an upsert, or None for a delete."""
 
@@ -62,6 +74,9 @@ class TableChanges:
     topics: set[str] = field(default_factory=set)
     # A keyless table's changes in offset order, by (sequence number,): nothing to collapse.
     rows: dict[RowKey, RowChange] = field(default_factory=dict)
+    # Partitions the native path collapsed already (keys never shared with `changes`: a key
+    # lives in one partition, and a topic goes one way or the other as a whole).
+    copied: list[CopyRows] = field(default_factory=list)
 
     def subset(self, keys: list[RowKey], truncated: bool) -> TableChanges:
         """The changes of `keys` only (for isolating a record the target refuses)."""

@@ -34,6 +34,12 @@ class ApplyOutcome:
     stored: dict[Partition, PartitionPosition] = field(default_factory=dict)
 
 
+class NativeRefused(Exception):
+    """The target refused a row the native path wrote (consumers/native_collapse.py): the
+    batch is rolled back and applied again through the Python path, which isolates the
+    record (dead-letter topic or a stop naming its key)."""
+
+
 RejectHandler = Callable[[list[Rejected]], None]
 """Called with the refused records inside the batch's transaction, before its commit, so a
 dead-letter record is durable before the offsets past it are."""

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Connection
 
-from consumers.batch import CollapsedBatch, RowKey, TableChanges, Upsert
+from consumers.batch import CollapsedBatch, CopyRows, RowKey, TableChanges, Upsert
 from consumers.ddl import qualified
 from consumers.errors import is_record_error
 from consumers.offsets import (
@@ -26,7 +26,13 @@ from consumers.offsets import (
     read_offsets,
     write_offsets,
 )
-from consumers.outcome import ApplyOutcome, Rejected, RejectHandler, isolate_refused
+from consumers.outcome import (
+    ApplyOutcome,
+    NativeRefused,
+    Rejected,
+    RejectHandler,
+    isolate_refused,
+)
 from consumers.pg_values import pg_value
 from consumers.postgres_keyless import KeylessWriter
 from consumers.postgres_tables import PgConnection, PostgresTables, StageTable
@@ -39,7 +45,11 @@ from schemas.tables import TableId, TableSchema
 _GROUP = "__headwater_group"
 """The staging column telling deleted keys (group 0) from each set of upserted columns."""
 
-_DELETED = 0
+DELETED_GROUP = 0
+
+NATIVE_GROUP = -1
+"""The staging group of whole rows the native path wrote (consumers/native_collapse.py);
+the Python path numbers its column sets from 1."""
 
 _CONTEXT_COLUMN = re.compile(r"column (\S+?):")
 
@@ -145,6 +155,8 @@ class PostgresSink(SinkBase[PgConnection]):
 
     def _apply_table(self, raw: PgConnection, changes: TableChanges) -> list[Rejected]:
         target = self.target_table(changes.schema.table)
+        if changes.copied:
+            return self._apply_copied(raw, target, changes)
         try:
             if self.task.target.on_error == "stop":
                 self._write_table(raw, target, changes)
@@ -170,13 +182,26 @@ class PostgresSink(SinkBase[PgConnection]):
         except psycopg.Error as exc:
             self._apply_failed(exc, str(target), refused=is_record_error(exc))
 
+    def _apply_copied(
+        self, raw: PgConnection, target: TableId, changes: TableChanges
+    ) -> list[Rejected]:
+        """A table with rows the native path wrote: no keys to bisect, so a refused record
+        sends the whole batch back to the Python path (NativeRefused), which finds it."""
+        try:
+            self._write_table(raw, target, changes)
+        except psycopg.Error as exc:
+            if is_record_error(exc):
+                raise NativeRefused(f"{target}: {_one_line(exc)}") from exc
+            self._apply_failed(exc, str(target), refused=False)
+        return []
+
     def _write_table(self, raw: PgConnection, target: TableId, changes: TableChanges) -> None:
         schema = changes.schema
         if changes.truncated:
             raw.execute(sql.SQL("TRUNCATE {}").format(qualified(target)))
         if changes.rows:  # a keyless table: its changes in order (consumers/keyless.py)
             self._keyless.write(raw, target, schema, list(changes.rows.values()))
-        if not changes.changes:
+        if not changes.changes and not changes.copied:
             return
         stage = self._ensure_stage(raw, target, schema.column_names)
         if target in self._staged:  # an earlier attempt of this transaction left rows
@@ -184,7 +209,9 @@ class PostgresSink(SinkBase[PgConnection]):
         self._staged.add(target)
         groups = _upsert_groups(changes)
         self._copy(raw, stage, schema, changes.deletes, groups)
-        deleted = changes.deletes
+        for rows in changes.copied:
+            self._copy_native(raw, stage, rows)
+        deleted = changes.deletes or any(rows.deletes for rows in changes.copied)
         if deleted:
             raw.execute(
                 sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE s.{} = %s AND {}").format(
@@ -193,10 +220,21 @@ class PostgresSink(SinkBase[PgConnection]):
                     sql.Identifier(_GROUP),
                     _key_match("t", "s", schema.primary_key),
                 ),
-                (_DELETED,),
+                (DELETED_GROUP,),
             )
         for number, (columns, _rows) in enumerate(groups, start=1):
             self._upsert(raw, target, stage, schema, columns, number)
+        # One set of columns: a topic goes native only with one schema version per batch.
+        native_columns = {frozenset(rows.columns) for rows in changes.copied if rows.upserts}
+        for carried in native_columns:
+            self._upsert(raw, target, stage, schema, carried, NATIVE_GROUP)
+
+    def _copy_native(self, raw: PgConnection, stage: StageTable, rows: CopyRows) -> None:
+        statement = sql.SQL("COPY {} ({}, {}) FROM STDIN").format(
+            stage.ref, sql.Identifier(_GROUP), _names(rows.columns)
+        )
+        with raw.cursor() as cur, cur.copy(statement) as copy:
+            copy.write(rows.copy)
 
     def _copy(
         self,
@@ -206,6 +244,8 @@ class PostgresSink(SinkBase[PgConnection]):
         deletes: list[RowKey],
         groups: list[tuple[frozenset[str], list[Upsert]]],
     ) -> None:
+        if not deletes and not groups:
+            return
         key_at = {k: i for i, k in enumerate(schema.primary_key)}
         statement = sql.SQL("COPY {} ({}, {}) FROM STDIN").format(
             stage.ref, sql.Identifier(_GROUP), _names(stage.columns)
@@ -213,7 +253,10 @@ class PostgresSink(SinkBase[PgConnection]):
         with raw.cursor() as cur, cur.copy(statement) as copy:
             for key in deletes:
                 copy.write_row(
-                    (_DELETED, *(key[key_at[c]] if c in key_at else None for c in stage.columns))
+                    (
+                        DELETED_GROUP,
+                        *(key[key_at[c]] if c in key_at else None for c in stage.columns),
+                    )
                 )
             for number, (_columns, upserts) in enumerate(groups, start=1):
                 for upsert in upserts:

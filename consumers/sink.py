@@ -25,8 +25,9 @@ from consumers.batch import BatchError, CollapsedBatch, Origin, SinkRecord, coll
 from consumers.dead_letters import DeadLetterWriter, RawMessage
 from consumers.decode import RecordDecoder, is_change_topic, subscription_pattern
 from consumers.errors import PositionConflict, SinkError, is_transient
+from consumers.native_batch import add_native, native_batcher
 from consumers.offsets import Partition
-from consumers.outcome import ApplyOutcome, RecordRefused, Rejected, TargetSink
+from consumers.outcome import ApplyOutcome, NativeRefused, RecordRefused, Rejected, TargetSink
 from consumers.truncate_hold import HeldPartitions, add_held, hold_truncates
 from consumers.truncates import attempt_of
 from headwater.config import TaskConfig
@@ -101,9 +102,11 @@ class SinkLoop:
         self.registry = SchemaRegistry(task.registry.url)
         self.decoder = RecordDecoder(self.prefix, AvroSerde(self.registry))
         self.target = target_sink(task)
+        self.native = native_batcher(task, self.decoder)
         self.dead_letters: DeadLetterWriter | None = None
         self.stopped_topics: set[str] = set()
-        self._raw: dict[Origin, RawMessage] = {}
+        self._live: list[Message] = []  # the batch being applied, for dead-letter records
+        self._change_topics: dict[str, bool] = {}
         config = consumer_config(task)
         self.consumer = Consumer(config)
         self.cooperative = is_cooperative(config)
@@ -219,17 +222,19 @@ class SinkLoop:
 
     # --- one batch ----------------------------------------------------------------------------
 
-    def _process(self, messages: list[Message]) -> None:
+    def _process(self, messages: list[Message], native: bool = True) -> None:
         live = [m for m in messages if self._usable(m)]
         if not live:
             return
-        decoded = self._retrying(lambda: self._decode(live), "decoding a batch")
+        parts, rest = self.native.take(live) if native and self.native else ([], live)
+        decoded = self._retrying(lambda: self._decode(rest), "decoding a batch")
         records, held = self._retrying(
             lambda: hold_truncates(decoded, self._partitions_of), "reading topic metadata"
         )
         try:
             batch = collapse(records)
             add_held(batch, held)
+            add_native(batch, parts)
         except BatchError as exc:
             where = describe_positions(records)
             raise SinkError(
@@ -237,10 +242,7 @@ class SinkLoop:
                 task=self.task.name,
                 position=where,
             ) from exc
-        self._raw = {
-            (str(m.topic()), m.partition() or 0, m.offset() or 0): (m.key(), m.value())
-            for m in live
-        }
+        self._live = live
         try:
             outcome = self._retrying(
                 lambda: self.target.apply(attempt_of(batch), self.expected, self._dead_letter),
@@ -255,6 +257,16 @@ class SinkLoop:
                 task=self.task.name,
                 position=where,
             ) from exc
+        except NativeRefused as refused:
+            log.info(
+                "task %s: the target refused a row of a natively collapsed batch (%s); "
+                "applying the batch again in Python to find the record",
+                self.task.name,
+                refused,
+            )
+            self._live = []
+            self._process(messages, native=False)
+            return
         except PositionConflict as conflict:
             log.warning(
                 "task %s: %s; dropping the batch and resuming from the target's offsets",
@@ -273,13 +285,17 @@ class SinkLoop:
                 f"{exc} (batch at {where})", task=self.task.name, table=exc.table, position=where
             ) from exc
         finally:
-            self._raw = {}
+            self._live = []
         self._committed(batch, outcome)
 
     def _dead_letter(self, rejected: list[Rejected]) -> None:
         if self.dead_letters is None:
             self.dead_letters = DeadLetterWriter(self.task)
-        self.dead_letters.write(rejected, self._raw)
+        raw: dict[Origin, RawMessage] = {
+            (str(m.topic()), m.partition() or 0, m.offset() or 0): (m.key(), m.value())
+            for m in self._live
+        }
+        self.dead_letters.write(rejected, raw)
         for r in rejected:
             log.warning(
                 "task %s: record %s of %s refused by the target (%s); sent to %s",
@@ -313,7 +329,10 @@ class SinkLoop:
         topic = str(message.topic())
         if (topic, message.partition() or 0) in self.held:
             return False  # fetched before it was paused; read again once released
-        return is_change_topic(self.prefix, topic) and topic not in self.stopped_topics
+        change = self._change_topics.get(topic)
+        if change is None:
+            change = self._change_topics[topic] = is_change_topic(self.prefix, topic)
+        return change and topic not in self.stopped_topics
 
     def _decode(self, messages: list[Message]) -> list[SinkRecord]:
         records = []
@@ -402,7 +421,7 @@ class SinkLoop:
         while True:
             try:
                 return action()
-            except (PositionConflict, SinkError, RecordRefused):
+            except (PositionConflict, SinkError, RecordRefused, NativeRefused):
                 raise
             except Exception as exc:
                 if not is_transient(exc):

@@ -150,7 +150,10 @@ class SinkBase(ABC, Generic[C]):
         except BaseException:
             self._reset()
             raise
-        self.rows_applied += sum(len(t.changes) + len(t.rows) for t in batch.tables.values())
+        self.rows_applied += sum(
+            len(t.changes) + len(t.rows) + sum(c.upserts + c.deletes for c in t.copied)
+            for t in batch.tables.values()
+        )
         stopped = {self._target_name(t): reason for t, reason in outcome.stopped.items()}
         self.note_stopped(stopped, [self._target_name(t) for t in batch.tables])
         return outcome

@@ -1,0 +1,129 @@
+"""Which messages of a batch the native path collapses (consumers/native_collapse.py), and how
+its COPY rows join the CollapsedBatch the Python path builds from the rest.
+
+A topic goes native as a whole or not at all: every partition of it must be taken by the
+library, else all its messages are decoded in Python, so a table's staging rows never mix
+the two paths' group numbers for one key.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+
+from confluent_kafka import Message
+
+from consumers import native_collapse
+from consumers.batch import CollapsedBatch, CopyRows, PartitionPosition, TableChanges, merge_schemas
+from consumers.decode import RecordDecoder
+from consumers.offsets import Partition
+from headwater.config import TaskConfig
+from schemas.tables import TableSchema
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">bI")
+
+
+@dataclass(slots=True)
+class NativePart:
+    """One topic's messages of a batch, collapsed by the library."""
+
+    topic: str
+    schema: TableSchema
+    rows: list[CopyRows] = field(default_factory=list)
+    positions: dict[Partition, PartitionPosition] = field(default_factory=dict)
+    events: int = 0
+
+
+class NativeBatcher:
+    """Takes the topics the library can collapse out of a batch of messages."""
+
+    def __init__(self, decoder: RecordDecoder, deleted_group: int, upsert_group: int) -> None:
+        self.decoder = decoder
+        self.deleted_group = deleted_group
+        self.upsert_group = upsert_group
+        self._plans: dict[int, native_collapse.Plan | None] = {}
+        self.taken_events = 0  # collapsed natively, for tests and progress lines
+
+    def take(self, messages: list[Message]) -> tuple[list[NativePart], list[Message]]:
+        """The topics collapsed natively, and the messages left for the Python path (in
+        their order, so each partition's stay in offset order)."""
+        by_topic: dict[str, list[Message]] = {}
+        for m in messages:
+            by_topic.setdefault(str(m.topic()), []).append(m)
+        parts: list[NativePart] = []
+        rest: list[Message] = []
+        for topic, topic_messages in by_topic.items():
+            part = self._topic(topic, topic_messages)
+            if part is None:
+                rest.extend(topic_messages)
+            else:
+                parts.append(part)
+        return parts, rest
+
+    def _plan(self, schema_id: int) -> native_collapse.Plan | None:
+        if schema_id in self._plans:
+            return self._plans[schema_id]
+        value_schema = self.decoder.serde.registry.schema(schema_id)
+        spec = native_collapse.plan_spec(schema_id, value_schema)
+        plan = None
+        if spec is not None:
+            try:
+                plan = native_collapse.Plan(spec)
+            except ValueError as exc:  # a mismatch between the two sides: Python decodes
+                log.warning("native sink path off for schema %d: %s", schema_id, exc)
+        self._plans[schema_id] = plan
+        return plan
+
+    def _topic(self, topic: str, messages: list[Message]) -> NativePart | None:
+        first = next((v for m in messages if (v := m.value()) is not None), None)
+        if first is None or len(first) < _HEADER.size or first[0] != 0:
+            return None  # tombstones only, or not ours: the Python path says what it is
+        schema_id = _HEADER.unpack_from(first)[1]
+        plan = self._plan(schema_id)
+        if plan is None:
+            return None
+        part = NativePart(topic, self.decoder.table_schema(topic, schema_id))
+        by_partition: dict[int, list[Message]] = {}
+        for m in messages:
+            by_partition.setdefault(m.partition() or 0, []).append(m)
+        for partition, partition_messages in by_partition.items():
+            values = [v for m in partition_messages if (v := m.value()) is not None]
+            result = native_collapse.collapse(
+                plan, part.schema.column_names, values, self.deleted_group, self.upsert_group
+            )
+            if isinstance(result, native_collapse.Fallback):
+                log.debug("native path leaves %s[%d] to Python (%s)", topic, partition, result)
+                return None
+            rows, max_ts = result
+            part.rows.append(rows)
+            part.events += len(values)
+            self.taken_events += len(values)
+            last = max(m.offset() or 0 for m in partition_messages)
+            part.positions[(topic, partition)] = PartitionPosition(last + 1, max_ts)
+        return part
+
+
+def add_native(batch: CollapsedBatch, parts: list[NativePart]) -> None:
+    """Join the natively collapsed topics to `batch`."""
+    for part in parts:
+        table = batch.tables.get(part.schema.table)
+        if table is None:
+            table = batch.tables[part.schema.table] = TableChanges(part.schema)
+        else:
+            table.schema = merge_schemas(table.schema, part.schema)
+        table.topics.add(part.topic)
+        table.copied.extend(part.rows)
+        batch.positions.update(part.positions)
+        batch.events += part.events
+
+
+def native_batcher(task: TaskConfig, decoder: RecordDecoder) -> NativeBatcher | None:
+    """The native path of a PostgreSQL target, when the library is built (else None)."""
+    if task.target.engine != "postgres" or not native_collapse.available():
+        return None
+    from consumers.postgres_sink import DELETED_GROUP, NATIVE_GROUP
+
+    return NativeBatcher(decoder, DELETED_GROUP, NATIVE_GROUP)

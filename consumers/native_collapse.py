@@ -1,0 +1,236 @@
+"""The native fast path of a PostgreSQL sink (native/, a Rust library loaded with ctypes): the
+raw messages of one partition go in, the COPY text of their net changes comes out, with no
+Python object per event.
+
+It takes only what the Python rules (consumers/batch.py) decide the same way: a keyed table,
+one schema version, inserts/updates/deletes carrying whole rows, column types listed in
+`_COLUMN_CODES`. Anything else in a partition's messages makes the library answer
+"fallback", and the sink decodes that topic's messages in Python as before. Without the
+library (not built, or HEADWATER_NATIVE=0) the sink runs in Python alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from array import array
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+from consumers.batch import CopyRows
+
+log = logging.getLogger(__name__)
+
+_LIBRARY_NAME = "libheadwater_native.so"
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Result(ctypes.Structure):
+    # The leading fields of HwResult in native/src/lib.rs (the rest is the library's own).
+    _fields_ = [
+        ("status", ctypes.c_int32),
+        ("has_ts", ctypes.c_int32),
+        ("max_ts", ctypes.c_int64),
+        ("upserts", ctypes.c_uint64),
+        ("deletes", ctypes.c_uint64),
+        ("at", ctypes.c_uint64),
+        ("copy_ptr", ctypes.c_void_p),
+        ("copy_len", ctypes.c_size_t),
+    ]
+
+
+def library_path() -> Path | None:
+    """Where the built library is: HEADWATER_NATIVE_LIB, else native/target/release."""
+    configured = os.environ.get("HEADWATER_NATIVE_LIB")
+    if configured:
+        return Path(configured)
+    built = _ROOT / "native" / "target" / "release" / _LIBRARY_NAME
+    return built if built.exists() else None
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("HEADWATER_NATIVE", "1") == "0":
+        return None
+    path = library_path()
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        log.warning("native sink library %s not loaded (%s); the sink runs in Python", path, exc)
+        return None
+    lib.hw_plan_new.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.hw_plan_new.restype = ctypes.c_void_p
+    lib.hw_plan_free.argtypes = [ctypes.c_void_p]
+    lib.hw_plan_free.restype = None
+    lib.hw_collapse.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int64,
+        ctypes.c_int64,
+    ]
+    lib.hw_collapse.restype = ctypes.POINTER(_Result)
+    lib.hw_result_free.argtypes = [ctypes.POINTER(_Result)]
+    lib.hw_result_free.restype = None
+    return lib
+
+
+_LIB = _load()
+
+
+def available() -> bool:
+    """Whether the native library is loaded."""
+    return _LIB is not None
+
+
+# Avro types of row columns the library writes, as (type, logicalType) -> code.
+_COLUMN_CODES: dict[tuple[str, str | None], str] = {
+    ("int", None): "l",
+    ("long", None): "l",
+    ("float", None): "f",
+    ("double", None): "d",
+    ("boolean", None): "b",
+    ("string", None): "s",
+    ("string", "uuid"): "s",
+    ("bytes", None): "y",
+    ("int", "date"): "a",
+    ("long", "time-micros"): "t",
+    ("long", "timestamp-micros"): "T",
+    ("long", "local-timestamp-micros"): "L",
+}
+_SOURCE_CODES = {
+    "null": "n",
+    "boolean": "b",
+    "int": "l",
+    "long": "l",
+    "float": "f",
+    "double": "d",
+    "string": "s",
+    "bytes": "y",
+}
+_ENVELOPE = ("before", "after", "source", "op", "ts_ms", "unavailable")
+
+
+def _column_code(avro_type: Any) -> str | None:
+    if not (isinstance(avro_type, list) and len(avro_type) == 2 and avro_type[0] == "null"):
+        return None
+    kind = avro_type[1]
+    if isinstance(kind, str):
+        return _COLUMN_CODES.get((kind, None))
+    if not isinstance(kind, dict):
+        return None
+    base, logical = kind.get("type"), kind.get("logicalType")
+    if base == "bytes" and logical == "decimal":
+        scale = int(kind.get("scale", 0))
+        return f"D{scale}" if scale >= 0 and int(kind.get("precision", 0)) <= 38 else None
+    if not isinstance(base, str):
+        return None
+    if logical is not None and (base, logical) not in _COLUMN_CODES:
+        # A logical type the library does not know: decoded as its base type by Python
+        # readers too only if it is not one of fastavro's, so leave it to Python.
+        return None
+    return _COLUMN_CODES.get((base, logical))
+
+
+def _source_code(avro_type: Any) -> str | None:
+    if isinstance(avro_type, list):
+        if len(avro_type) == 2 and avro_type[0] == "null" and isinstance(avro_type[1], str):
+            inner = _SOURCE_CODES.get(avro_type[1])
+            return None if inner is None else "?" + inner
+        return None
+    return _SOURCE_CODES.get(avro_type) if isinstance(avro_type, str) else None
+
+
+def plan_spec(schema_id: int, value_schema: dict[str, Any]) -> str | None:
+    """The library's plan for an envelope schema, or None when the schema has anything the
+    library does not take (then the Python path decodes it)."""
+    fields = value_schema.get("fields", [])
+    if tuple(f.get("name") for f in fields) != _ENVELOPE:
+        return None
+    before = fields[0]["type"]
+    if not (isinstance(before, list) and len(before) == 2 and isinstance(before[1], dict)):
+        return None
+    row = before[1]
+    names = [f["name"] for f in row.get("fields", [])]
+    columns = [f.get("headwater.column", f["name"]) for f in row.get("fields", [])]
+    codes = [_column_code(f["type"]) for f in row.get("fields", [])]
+    keys = row.get("headwater.primary_key") or []
+    source = fields[2]["type"]
+    if not isinstance(source, dict) or not keys or None in codes:
+        return None
+    source_names = [f["name"] for f in source.get("fields", [])]
+    source_codes = [_source_code(f["type"]) for f in source.get("fields", [])]
+    if None in source_codes or "ts_ms" not in source_names or len(set(names)) != len(names):
+        return None
+    if any(k not in columns for k in keys):
+        return None
+    if any(codes[columns.index(k)] in ("f", "d") for k in keys):
+        return None  # 0.0 == -0.0 and NaN != NaN: float keys are compared in Python
+    return "\n".join(
+        [
+            f"id {schema_id}",
+            "source " + " ".join(str(c) for c in source_codes),
+            f"ts {source_names.index('ts_ms')}",
+            "cols " + " ".join(str(c) for c in codes),
+            "key " + " ".join(str(columns.index(k)) for k in keys),
+        ]
+    )
+
+
+class Plan:
+    """A loaded plan for one envelope schema id."""
+
+    def __init__(self, spec: str) -> None:
+        if _LIB is None:
+            raise RuntimeError("the native sink library is not loaded")
+        encoded = spec.encode()
+        handle = _LIB.hw_plan_new(encoded, len(encoded))
+        if not handle:
+            raise ValueError(f"the native library refused the plan {spec!r}")
+        self._handle: int = handle
+
+    def __del__(self) -> None:
+        if _LIB is not None and getattr(self, "_handle", None):
+            _LIB.hw_plan_free(self._handle)
+            self._handle = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """The library left these messages to the Python path; `at` is the message concerned."""
+
+    malformed: bool
+    at: int
+
+
+def collapse(
+    plan: Plan,
+    columns: tuple[str, ...],
+    values: list[bytes],
+    deleted_group: int,
+    upsert_group: int,
+) -> tuple[CopyRows, int | None] | Fallback:
+    """Collapse the Avro envelopes `values` (one partition, offset order) to COPY rows, and
+    the latest source commit time among them."""
+    assert _LIB is not None
+    data = b"".join(values)
+    ends = array("Q", accumulate(map(len, values)))
+    ends_address = ends.buffer_info()[0] if values else None
+    result = _LIB.hw_collapse(
+        plan._handle, data, len(data), ends_address, len(values), deleted_group, upsert_group
+    )
+    try:
+        r = result.contents
+        if r.status != 0:
+            return Fallback(r.status == 2, int(r.at))
+        copy = ctypes.string_at(r.copy_ptr, r.copy_len) if r.copy_len else b""
+        rows = CopyRows(columns, copy, int(r.upserts), int(r.deletes))
+        return rows, (int(r.max_ts) if r.has_ts else None)
+    finally:
+        _LIB.hw_result_free(result)

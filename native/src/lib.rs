@@ -1,0 +1,733 @@
+//! headwater's native hot path for a PostgreSQL sink.
+//!
+//! A sink spends most of its time per event in Python: decoding the Avro envelope, building
+//! objects, collapsing the batch to one net change per key and formatting COPY rows. For the
+//! common case (a keyed table, one schema version, inserts, updates and deletes without
+//! TOAST-unchanged columns) this library does all of it over the raw messages of one
+//! partition in one call, and returns the COPY text for the sink's staging table.
+//!
+//! Anything outside that case (a truncate, a keyless table, unchanged TOAST columns, another
+//! schema id, a value Python cannot represent either) answers "fallback", and the Python path
+//! handles the batch as before: this library never decides a case the Python rules
+//! (consumers/batch.py) have not decided the same way.
+//!
+//! The C ABI is used through ctypes (consumers/native_collapse.py); no Python headers or
+//! crates are needed to build it.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+/// A primitive type of a `source` field (only skipped, except the commit time).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Prim {
+    Null,
+    Bool,
+    Long,
+    Float,
+    Double,
+    Str,
+    Bytes,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SourceField {
+    nullable: bool,
+    prim: Prim,
+}
+
+/// The Avro type of a row column (every row field is `[null, T]`) and how it is written.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Col {
+    Long,
+    Float,
+    Double,
+    Bool,
+    Str,
+    Bytes,
+    Decimal(u32),
+    Date,
+    Time,
+    Timestamp,
+    LocalTimestamp,
+}
+
+/// One envelope schema: what the sink needs to decode and write its events.
+#[derive(Debug)]
+pub struct Plan {
+    schema_id: u32,
+    source: Vec<SourceField>,
+    ts_index: usize,
+    cols: Vec<Col>,
+    key: Vec<usize>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Fail {
+    /// The Python path must handle this batch (an unsupported event or value).
+    Fallback,
+    /// The bytes do not follow the schema.
+    Malformed,
+}
+
+type Res<T> = Result<T, Fail>;
+
+fn parse_spec(spec: &str) -> Option<Plan> {
+    let mut plan = Plan {
+        schema_id: 0,
+        source: Vec::new(),
+        ts_index: usize::MAX,
+        cols: Vec::new(),
+        key: Vec::new(),
+    };
+    let mut seen_id = false;
+    for line in spec.lines() {
+        let mut words = line.split_whitespace();
+        let head = match words.next() {
+            Some(h) => h,
+            None => continue,
+        };
+        match head {
+            "id" => {
+                plan.schema_id = words.next()?.parse().ok()?;
+                seen_id = true;
+            }
+            "source" => {
+                for w in words {
+                    let (nullable, code) = match w.strip_prefix('?') {
+                        Some(rest) => (true, rest),
+                        None => (false, w),
+                    };
+                    let prim = match code {
+                        "n" => Prim::Null,
+                        "b" => Prim::Bool,
+                        "l" => Prim::Long,
+                        "f" => Prim::Float,
+                        "d" => Prim::Double,
+                        "s" => Prim::Str,
+                        "y" => Prim::Bytes,
+                        _ => return None,
+                    };
+                    plan.source.push(SourceField { nullable, prim });
+                }
+            }
+            "ts" => plan.ts_index = words.next()?.parse().ok()?,
+            "cols" => {
+                for w in words {
+                    let col = match w {
+                        "l" => Col::Long,
+                        "f" => Col::Float,
+                        "d" => Col::Double,
+                        "b" => Col::Bool,
+                        "s" => Col::Str,
+                        "y" => Col::Bytes,
+                        "a" => Col::Date,
+                        "t" => Col::Time,
+                        "T" => Col::Timestamp,
+                        "L" => Col::LocalTimestamp,
+                        _ => Col::Decimal(w.strip_prefix('D')?.parse().ok()?),
+                    };
+                    plan.cols.push(col);
+                }
+            }
+            "key" => {
+                for w in words {
+                    plan.key.push(w.parse().ok()?);
+                }
+            }
+            _ => return None,
+        }
+    }
+    let ts_ok = plan
+        .source
+        .get(plan.ts_index)
+        .is_some_and(|f| f.prim == Prim::Long && !f.nullable);
+    let key_ok = !plan.key.is_empty() && plan.key.iter().all(|&k| k < plan.cols.len());
+    let key_types_ok = plan
+        .key
+        .iter()
+        .all(|&k| !matches!(plan.cols[k], Col::Float | Col::Double));
+    (seen_id && ts_ok && key_ok && key_types_ok).then_some(plan)
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Res<u8> {
+        let b = *self.data.get(self.pos).ok_or(Fail::Malformed)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn long(&mut self) -> Res<i64> {
+        let mut result: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = self.byte()?;
+            if shift >= 64 {
+                return Err(Fail::Malformed);
+            }
+            result |= u64::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        Ok((result >> 1) as i64 ^ -((result & 1) as i64))
+    }
+
+    fn take(&mut self, n: usize) -> Res<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or(Fail::Malformed)?;
+        let slice = self.data.get(self.pos..end).ok_or(Fail::Malformed)?;
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn sized(&mut self) -> Res<&'a [u8]> {
+        let n = self.long()?;
+        if n < 0 {
+            return Err(Fail::Malformed);
+        }
+        self.take(n as usize)
+    }
+
+    /// The union branch of a `[null, T]`: false for null.
+    fn present(&mut self) -> Res<bool> {
+        match self.long()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Fail::Malformed),
+        }
+    }
+
+    fn skip_prim(&mut self, prim: Prim) -> Res<()> {
+        match prim {
+            Prim::Null => {}
+            Prim::Bool => {
+                self.byte()?;
+            }
+            Prim::Long => {
+                self.long()?;
+            }
+            Prim::Float => {
+                self.take(4)?;
+            }
+            Prim::Double => {
+                self.take(8)?;
+            }
+            Prim::Str | Prim::Bytes => {
+                self.sized()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw bytes of one column value (after its union branch).
+    fn col_value(&mut self, col: Col) -> Res<&'a [u8]> {
+        let start = self.pos;
+        match col {
+            Col::Long | Col::Date | Col::Time | Col::Timestamp | Col::LocalTimestamp => {
+                self.long()?;
+            }
+            Col::Bool => {
+                self.byte()?;
+            }
+            Col::Float => {
+                self.take(4)?;
+            }
+            Col::Double => {
+                self.take(8)?;
+            }
+            Col::Str | Col::Bytes | Col::Decimal(_) => {
+                return self.sized();
+            }
+        }
+        Ok(&self.data[start..self.pos])
+    }
+}
+
+/// A decoded row: each column's raw value bytes, None for null.
+type Row<'a> = Vec<Option<&'a [u8]>>;
+
+struct Event<'a> {
+    op: u8,
+    before: Option<Row<'a>>,
+    after: Option<Row<'a>>,
+    ts: i64,
+}
+
+fn read_row<'a>(r: &mut Reader<'a>, plan: &Plan) -> Res<Option<Row<'a>>> {
+    if !r.present()? {
+        return Ok(None);
+    }
+    let mut row = Vec::with_capacity(plan.cols.len());
+    for &col in &plan.cols {
+        row.push(if r.present()? { Some(r.col_value(col)?) } else { None });
+    }
+    Ok(Some(row))
+}
+
+fn read_event<'a>(message: &'a [u8], plan: &Plan) -> Res<Event<'a>> {
+    if message.len() < 5 || message[0] != 0 {
+        return Err(Fail::Malformed);
+    }
+    let schema_id = u32::from_be_bytes([message[1], message[2], message[3], message[4]]);
+    if schema_id != plan.schema_id {
+        return Err(Fail::Fallback);
+    }
+    let mut r = Reader { data: message, pos: 5 };
+    let before = read_row(&mut r, plan)?;
+    let after = read_row(&mut r, plan)?;
+    let mut ts = 0;
+    for (i, field) in plan.source.iter().enumerate() {
+        if field.nullable && !r.present()? {
+            continue;
+        }
+        if i == plan.ts_index {
+            ts = r.long()?;
+        } else {
+            r.skip_prim(field.prim)?;
+        }
+    }
+    let op = match r.sized()? {
+        [op @ (b'c' | b'r' | b'u' | b'd')] => *op,
+        [b't'] => return Err(Fail::Fallback),
+        _ => return Err(Fail::Fallback),
+    };
+    if r.present()? {
+        r.long()?; // ts_ms
+    }
+    if r.present()? && r.long()? != 0 {
+        return Err(Fail::Fallback); // columns an update did not carry: the Python rules merge
+    }
+    if r.pos != message.len() {
+        return Err(Fail::Fallback);
+    }
+    Ok(Event { op, before, after, ts })
+}
+
+/// The identity of a row by its key columns' bytes; None when a key column is null.
+fn key_of(row: &Row, plan: &Plan, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    for &k in &plan.key {
+        match row[k] {
+            None => return false,
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    true
+}
+
+struct Net<'a> {
+    delete: bool,
+    row: Row<'a>,
+}
+
+#[derive(Default)]
+struct Collapsed<'a> {
+    index: HashMap<Vec<u8>, usize>,
+    entries: Vec<Net<'a>>,
+    max_ts: Option<i64>,
+}
+
+impl<'a> Collapsed<'a> {
+    fn set(&mut self, key: &[u8], delete: bool, row: Row<'a>) {
+        match self.index.get(key) {
+            Some(&at) => self.entries[at] = Net { delete, row },
+            None => {
+                self.index.insert(key.to_vec(), self.entries.len());
+                self.entries.push(Net { delete, row });
+            }
+        }
+    }
+
+    /// The rules of consumers/batch.py for full rows: last write wins, an update that moves
+    /// the key deletes the old one.
+    fn add(&mut self, event: Event<'a>, plan: &Plan, key: &mut Vec<u8>) -> Res<()> {
+        self.max_ts = Some(self.max_ts.map_or(event.ts, |m| m.max(event.ts)));
+        if event.op == b'd' {
+            let before = event.before.ok_or(Fail::Fallback)?;
+            if !key_of(&before, plan, key) {
+                return Err(Fail::Fallback);
+            }
+            self.set(key, true, before);
+            return Ok(());
+        }
+        let after = event.after.ok_or(Fail::Fallback)?;
+        if !key_of(&after, plan, key) {
+            return Err(Fail::Fallback);
+        }
+        if event.op == b'u' {
+            if let Some(before) = event.before {
+                let mut old = Vec::new();
+                if key_of(&before, plan, &mut old) && old != *key {
+                    self.set(&old, true, before);
+                }
+            }
+        }
+        self.set(key, false, after);
+        Ok(())
+    }
+}
+
+// --- COPY text -------------------------------------------------------------------------------
+
+fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    for &b in text {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0B => out.extend_from_slice(b"\\v"),
+            0x0C => out.extend_from_slice(b"\\f"),
+            _ => out.push(b),
+        }
+    }
+}
+
+fn zigzag(raw: &[u8]) -> Res<i64> {
+    Reader { data: raw, pos: 0 }.long()
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
+    let (y, m, d) = civil(days);
+    if !(1..=9999).contains(&y) {
+        return Err(Fail::Fallback); // outside what the Python path can hold
+    }
+    write!(out, "{y:04}-{m:02}-{d:02}").map_err(|_| Fail::Malformed)
+}
+
+fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
+    let secs = micros / 1_000_000;
+    let frac = micros % 1_000_000;
+    write!(out, "{:02}:{:02}:{:02}.{frac:06}", secs / 3600, secs / 60 % 60, secs % 60)
+        .map_err(|_| Fail::Malformed)
+}
+
+fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32) -> Res<()> {
+    if raw.len() > 16 {
+        return Err(Fail::Fallback);
+    }
+    let mut value: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
+    for &b in raw {
+        value = (value << 8) | i128::from(b);
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    let digits = value.unsigned_abs().to_string();
+    let scale = scale as usize;
+    if scale == 0 {
+        out.extend_from_slice(digits.as_bytes());
+    } else {
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (int, frac) = padded.split_at(padded.len() - scale);
+        out.extend_from_slice(int.as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(frac.as_bytes());
+    }
+    Ok(())
+}
+
+fn write_float(out: &mut Vec<u8>, value: f64, text: String) {
+    if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"Infinity" } else { b"-Infinity" });
+    } else {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, col: Col, raw: &[u8]) -> Res<()> {
+    match col {
+        Col::Long => write!(out, "{}", zigzag(raw)?).map_err(|_| Fail::Malformed)?,
+        Col::Bool => out.push(if raw == [1] { b't' } else { b'f' }),
+        Col::Float => {
+            let v = f32::from_le_bytes(raw.try_into().map_err(|_| Fail::Malformed)?);
+            // As the Python path writes it: the float widened to a double, in its shortest form.
+            let wide = f64::from(v);
+            write_float(out, wide, wide.to_string());
+        }
+        Col::Double => {
+            let v = f64::from_le_bytes(raw.try_into().map_err(|_| Fail::Malformed)?);
+            write_float(out, v, v.to_string());
+        }
+        Col::Str => {
+            if std::str::from_utf8(raw).is_err() {
+                return Err(Fail::Fallback); // the Python path reports the bad message
+            }
+            write_escaped(out, raw);
+        }
+        Col::Bytes => {
+            out.extend_from_slice(b"\\\\x");
+            for b in raw {
+                write!(out, "{b:02x}").map_err(|_| Fail::Malformed)?;
+            }
+        }
+        Col::Decimal(scale) => write_decimal(out, raw, scale)?,
+        Col::Date => match zigzag(raw)? {
+            v if v == i64::from(i32::MAX) => out.extend_from_slice(b"infinity"),
+            v if v == i64::from(i32::MIN) => out.extend_from_slice(b"-infinity"),
+            v => write_date(out, v)?,
+        },
+        Col::Time => {
+            let v = zigzag(raw)?;
+            if !(0..86_400_000_000).contains(&v) {
+                return Err(Fail::Fallback);
+            }
+            write_time_of_day(out, v)?;
+        }
+        Col::Timestamp | Col::LocalTimestamp => match zigzag(raw)? {
+            i64::MAX => out.extend_from_slice(b"infinity"),
+            i64::MIN => out.extend_from_slice(b"-infinity"),
+            v => {
+                write_date(out, v.div_euclid(86_400_000_000))?;
+                out.push(b' ');
+                write_time_of_day(out, v.rem_euclid(86_400_000_000))?;
+                if col == Col::Timestamp {
+                    out.extend_from_slice(b"+00");
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+fn write_rows(c: &Collapsed, plan: &Plan, deleted: i64, upserted: i64) -> Res<(Vec<u8>, u64, u64)> {
+    let mut out = Vec::with_capacity(c.entries.len() * (8 + 16 * plan.cols.len()));
+    let (mut upserts, mut deletes) = (0, 0);
+    for entry in &c.entries {
+        if entry.delete {
+            deletes += 1;
+            write!(out, "{deleted}").map_err(|_| Fail::Malformed)?;
+        } else {
+            upserts += 1;
+            write!(out, "{upserted}").map_err(|_| Fail::Malformed)?;
+        }
+        for (i, &col) in plan.cols.iter().enumerate() {
+            out.push(b'\t');
+            let written = !entry.delete || plan.key.contains(&i);
+            match entry.row[i] {
+                Some(raw) if written => write_value(&mut out, col, raw)?,
+                _ => out.extend_from_slice(b"\\N"),
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok((out, upserts, deletes))
+}
+
+/// Collapse the messages (each a Confluent-framed Avro envelope) of one partition, in offset
+/// order, and write their net changes as COPY text rows `(group, columns...)`.
+pub fn collapse_to_copy(
+    plan: &Plan,
+    messages: &[&[u8]],
+    deleted_group: i64,
+    upsert_group: i64,
+) -> Result<CopyBatch, (i32, u64)> {
+    let mut collapsed = Collapsed::default();
+    let mut key = Vec::with_capacity(32);
+    let code = |f: Fail| match f {
+        Fail::Fallback => 1,
+        Fail::Malformed => 2,
+    };
+    for (i, message) in messages.iter().enumerate() {
+        read_event(message, plan)
+            .and_then(|event| collapsed.add(event, plan, &mut key))
+            .map_err(|f| (code(f), i as u64))?;
+    }
+    let (copy, upserts, deletes) =
+        write_rows(&collapsed, plan, deleted_group, upsert_group).map_err(|f| (code(f), 0))?;
+    Ok(CopyBatch { copy, upserts, deletes, max_ts: collapsed.max_ts })
+}
+
+pub struct CopyBatch {
+    pub copy: Vec<u8>,
+    pub upserts: u64,
+    pub deletes: u64,
+    pub max_ts: Option<i64>,
+}
+
+// --- C ABI ----------------------------------------------------------------------------------
+
+/// What `hw_collapse` hands back; Python reads the leading fields (ctypes) and frees it.
+#[repr(C)]
+pub struct HwResult {
+    /// 0: done; 1: the Python path must take this batch; 2: a message is malformed.
+    pub status: i32,
+    pub has_ts: i32,
+    pub max_ts: i64,
+    pub upserts: u64,
+    pub deletes: u64,
+    /// The message the status is about (for 1 and 2).
+    pub at: u64,
+    pub copy_ptr: *const u8,
+    pub copy_len: usize,
+    copy: Vec<u8>,
+}
+
+/// A plan from its text spec (see consumers/native_collapse.py); null when the spec is bad.
+///
+/// # Safety
+/// `spec` must point to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hw_plan_new(spec: *const u8, len: usize) -> *mut Plan {
+    if spec.is_null() {
+        return std::ptr::null_mut();
+    }
+    let bytes = std::slice::from_raw_parts(spec, len);
+    match std::str::from_utf8(bytes).ok().and_then(parse_spec) {
+        Some(plan) => Box::into_raw(Box::new(plan)),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// `plan` must come from `hw_plan_new` and not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hw_plan_free(plan: *mut Plan) {
+    if !plan.is_null() {
+        drop(Box::from_raw(plan));
+    }
+}
+
+/// Collapse `n` messages laid end to end in `data`; `ends[i]` is where message i ends.
+///
+/// # Safety
+/// `plan` from `hw_plan_new`; `data` readable for `data_len` bytes; `ends` for `n` values.
+#[no_mangle]
+pub unsafe extern "C" fn hw_collapse(
+    plan: *const Plan,
+    data: *const u8,
+    data_len: usize,
+    ends: *const u64,
+    n: usize,
+    deleted_group: i64,
+    upsert_group: i64,
+) -> *mut HwResult {
+    let mut result = HwResult {
+        status: 2,
+        has_ts: 0,
+        max_ts: 0,
+        upserts: 0,
+        deletes: 0,
+        at: 0,
+        copy_ptr: std::ptr::null(),
+        copy_len: 0,
+        copy: Vec::new(),
+    };
+    if !plan.is_null() && (n == 0 || (!data.is_null() && !ends.is_null())) {
+        let bytes: &[u8] = if data_len == 0 { &[] } else { std::slice::from_raw_parts(data, data_len) };
+        let ends: &[u64] = if n == 0 { &[] } else { std::slice::from_raw_parts(ends, n) };
+        let mut messages = Vec::with_capacity(n);
+        let mut start = 0usize;
+        let mut framed = true;
+        for &end in ends {
+            let end = end as usize;
+            if end < start || end > bytes.len() {
+                framed = false;
+                break;
+            }
+            messages.push(&bytes[start..end]);
+            start = end;
+        }
+        if framed {
+            match collapse_to_copy(&*plan, &messages, deleted_group, upsert_group) {
+                Ok(batch) => {
+                    result.status = 0;
+                    result.has_ts = i32::from(batch.max_ts.is_some());
+                    result.max_ts = batch.max_ts.unwrap_or(0);
+                    result.upserts = batch.upserts;
+                    result.deletes = batch.deletes;
+                    result.copy = batch.copy;
+                }
+                Err((status, at)) => {
+                    result.status = status;
+                    result.at = at;
+                }
+            }
+        }
+    }
+    result.copy_ptr = result.copy.as_ptr();
+    result.copy_len = result.copy.len();
+    Box::into_raw(Box::new(result))
+}
+
+/// # Safety
+/// `result` must come from `hw_collapse` and not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hw_result_free(result: *mut HwResult) {
+    if !result.is_null() {
+        drop(Box::from_raw(result));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(-1), (1969, 12, 31));
+        assert_eq!(civil(19_358), (2023, 1, 1));
+        assert_eq!(civil(-719_162), (1, 1, 1));
+        assert_eq!(civil(2_932_896), (9999, 12, 31));
+    }
+
+    #[test]
+    fn decimals() {
+        let mut out = Vec::new();
+        write_decimal(&mut out, &[0xFF, 0x85], 2).unwrap(); // -123
+        assert_eq!(out, b"-1.23");
+        out.clear();
+        write_decimal(&mut out, &[0x05], 3).unwrap();
+        assert_eq!(out, b"0.005");
+        out.clear();
+        write_decimal(&mut out, &[], 0).unwrap();
+        assert_eq!(out, b"0");
+    }
+
+    #[test]
+    fn timestamps() {
+        let mut out = Vec::new();
+        let raw = {
+            let v: i64 = -1; // one microsecond before the epoch
+            let z = ((v << 1) ^ (v >> 63)) as u64;
+            vec![z as u8]
+        };
+        write_value(&mut out, Col::Timestamp, &raw).unwrap();
+        assert_eq!(out, b"1969-12-31 23:59:59.999999+00");
+    }
+
+    #[test]
+    fn spec() {
+        let plan = parse_spec("id 7\nsource s ?l l\nts 2\ncols l s D2\nkey 0\n").unwrap();
+        assert_eq!(plan.schema_id, 7);
+        assert_eq!(plan.cols, vec![Col::Long, Col::Str, Col::Decimal(2)]);
+        assert!(parse_spec("id 7\nsource l\nts 0\ncols d\nkey 0\n").is_none()); // float key
+        assert!(parse_spec("id 7\nsource ?l\nts 0\ncols l\nkey 0\n").is_none()); // nullable ts
+    }
+}

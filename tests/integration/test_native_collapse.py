@@ -1,0 +1,334 @@
+"""The native sink path (native/, consumers/native_collapse.py) against the Python path it
+stands in for: random batches of inserts, updates (some moving the key) and deletes over a
+table of every column type the library writes, edge values included, collapsed both ways and
+COPY'd into two staging tables of a real PostgreSQL; the tables must hold the same rows.
+Also: what the library leaves to Python (truncates, unchanged TOAST columns, another schema
+id, malformed bytes) and a sink run that goes through it end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Context, Decimal
+from typing import Any
+
+import fastavro
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from consumers import native_collapse
+from consumers.batch import SinkRecord, collapse
+from consumers.ddl import column_definition
+from consumers.pg_values import pg_value
+from consumers.sink import SinkLoop
+from headwater.config import TaskConfig
+from schemas.avro_codec import compile_codec
+from schemas.avro_schemas import value_schema
+from schemas.envelope import ChangeEvent, Row, SourceInfo, envelope_record, event_from_record
+from schemas.pg_types import DATE_INFINITY, TIMESTAMP_INFINITY
+from schemas.tables import Column, TableId, TableSchema
+from tests.sink_support import ChangeFeed, feed, table_schema, wait_caught_up
+from tests.sink_support import row as sink_row
+
+pytestmark = pytest.mark.integration
+__all__ = ["feed"]
+
+if not native_collapse.available():
+    if os.environ.get("CI"):
+        raise RuntimeError("the native library is not built: `make install` builds it")
+    pytest.skip("the native library is not built (cargo missing)", allow_module_level=True)
+
+SCHEMA_ID = 4242
+TABLE = TableSchema(
+    TableId("public", "every_type"),
+    (
+        Column("id", "int4", "integer", nullable=False),
+        Column("code", "text", "text", nullable=False),
+        Column("small", "int2", "smallint"),
+        Column("big", "int8", "bigint"),
+        Column("real4", "float4", "real"),
+        Column("real8", "float8", "double precision"),
+        Column("flag", "bool", "boolean"),
+        Column("label", "varchar", "character varying(200)"),
+        Column("price", "numeric", "numeric(12,2)", precision=12, scale=2),
+        Column("wide", "numeric", "numeric(38,10)", precision=38, scale=10),
+        Column("whole", "numeric", "numeric(5,0)", precision=5, scale=0),
+        Column("free", "numeric", "numeric"),
+        Column("day", "date", "date"),
+        Column("at", "time", "time without time zone"),
+        Column("local", "timestamp", "timestamp without time zone"),
+        Column("stamp", "timestamptz", "timestamp with time zone"),
+        Column("uid", "uuid", "uuid"),
+        Column("doc", "jsonb", "jsonb"),
+        Column("blob", "bytea", "bytea"),
+    ),
+    ("id", "code"),
+)
+VALUE_SCHEMA = value_schema("native", TABLE)
+CODEC = compile_codec(fastavro.parse_schema(VALUE_SCHEMA, _write_hint=True))
+HEADER = struct.pack(">bI", 0, SCHEMA_ID)
+
+WIDE = Context(prec=40)
+texts = st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=12)
+floats = st.floats(allow_nan=True, allow_infinity=True)
+# Finite decimals of a column's precision and scale: an Avro decimal cannot carry NaN.
+price = st.integers(-(10**10) + 1, 10**10 - 1).map(lambda n: Decimal(n).scaleb(-2))
+wide = st.integers(-(10**38) + 1, 10**38 - 1).map(lambda n: Decimal(n).scaleb(-10, WIDE))
+whole = st.integers(-99999, 99999).map(Decimal)
+dates = st.one_of(st.dates(), st.sampled_from(list(DATE_INFINITY.values())))
+naive = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30))
+stamps = st.one_of(
+    naive.map(lambda d: d.replace(tzinfo=UTC)), st.sampled_from(list(TIMESTAMP_INFINITY.values()))
+)
+locals_ = st.one_of(naive, st.sampled_from(list(TIMESTAMP_INFINITY.values())))
+docs = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=6,
+).map(json.dumps)
+
+
+def nullable(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.none(), strategy)
+
+
+def rows(key: st.SearchStrategy[tuple[int, str]]) -> st.SearchStrategy[Row]:
+    return st.fixed_dictionaries(
+        {
+            "small": nullable(st.integers(-(2**15), 2**15 - 1)),
+            "big": nullable(st.integers(-(2**63), 2**63 - 1)),
+            "real4": nullable(st.floats(width=32)),
+            "real8": nullable(floats),
+            "flag": nullable(st.booleans()),
+            "label": nullable(texts),
+            "price": nullable(price),
+            "wide": nullable(wide),
+            "whole": nullable(whole),
+            "free": nullable(st.decimals(allow_nan=False, places=4).map(str)),
+            "day": nullable(dates),
+            "at": nullable(st.times()),
+            "local": nullable(locals_),
+            "stamp": nullable(stamps),
+            "uid": nullable(st.uuids().map(str)),
+            "doc": nullable(docs),
+            "blob": nullable(st.binary(max_size=8)),
+        }
+    ).flatmap(lambda values: key.map(lambda k: {"id": k[0], "code": k[1], **values}))
+
+
+keys = st.tuples(st.integers(0, 4), st.sampled_from(["a", "b\tc", "ü\\n"]))
+Event = tuple[str, Row | None, Row | None]
+events = st.lists(
+    st.one_of(
+        rows(keys).map(lambda r: ("c", None, r)),
+        rows(keys).map(lambda r: ("r", None, r)),
+        st.tuples(rows(keys), rows(keys)).map(lambda p: ("u", p[0], p[1])),
+        rows(keys).map(lambda r: ("u", None, r)),
+        keys.map(lambda k: ("d", {"id": k[0], "code": k[1]}, None)),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def encode(op: str, before: Row | None, after: Row | None, n: int) -> bytes:
+    source = SourceInfo("postgresql", "t", "db", TABLE.table, 1_700_000_000_000 + n, lsn=n)
+    record = envelope_record(ChangeEvent(op, source, before, after, n), TABLE)  # type: ignore[arg-type]
+    out = bytearray(HEADER)
+    assert CODEC is not None
+    CODEC.write(out, record)
+    return bytes(out)
+
+
+def python_rows(values: list[bytes]) -> list[tuple[Any, ...]]:
+    """The staging rows the Python path writes for the same messages (postgres_sink._copy)."""
+    assert CODEC is not None
+    records = [
+        SinkRecord("t", 0, i, TABLE, event_from_record(CODEC.read(v, 5), TABLE))
+        for i, v in enumerate(values)
+    ]
+    changes = collapse(records).tables[TABLE.table]
+    names = TABLE.column_names
+    out: list[tuple[Any, ...]] = []
+    for key in changes.deletes:
+        by_name = dict(zip(TABLE.primary_key, key, strict=True))
+        out.append((0, *(by_name.get(c) for c in names)))
+    for upsert in changes.upserts.values():
+        assert upsert.columns == frozenset(names)
+        out.append((-1, *(pg_value(upsert.row.get(c)) for c in names)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage_db(services: Any) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(services.postgres, autocommit=True) as conn:
+        columns = sql.SQL(", ").join(
+            [sql.SQL("g smallint")]
+            + [column_definition(c, c.sql_type, False) for c in TABLE.columns]
+        )
+        for name in ("stage_native", "stage_python"):
+            conn.execute(sql.SQL("CREATE TEMP TABLE {} ({})").format(sql.Identifier(name), columns))
+        yield conn
+
+
+def differences(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "(SELECT 'native only', * FROM stage_native EXCEPT ALL SELECT 'native only', * "
+        "FROM stage_python) UNION ALL (SELECT 'python only', * FROM stage_python EXCEPT ALL "
+        "SELECT 'python only', * FROM stage_native)"
+    ).fetchall()
+
+
+@settings(
+    max_examples=int(os.environ.get("HEADWATER_NATIVE_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batch=events)
+def test_native_rows_equal_the_python_path(
+    stage_db: psycopg.Connection[Any], batch: list[Event]
+) -> None:
+    values = [encode(op, before, after, n) for n, (op, before, after) in enumerate(batch)]
+    spec = native_collapse.plan_spec(SCHEMA_ID, VALUE_SCHEMA)
+    assert spec is not None
+    result = native_collapse.collapse(native_collapse.Plan(spec), TABLE.column_names, values, 0, -1)
+    assert not isinstance(result, native_collapse.Fallback), result
+    copied, max_ts = result
+    assert max_ts == 1_700_000_000_000 + len(batch) - 1
+    expected = python_rows(values)
+    assert copied.upserts + copied.deletes == len(expected)
+    conn = stage_db
+    conn.execute("TRUNCATE stage_native, stage_python")
+    names = sql.SQL(", ").join(sql.Identifier(n) for n in ("g", *TABLE.column_names))
+    with conn.cursor().copy(sql.SQL("COPY stage_native ({}) FROM STDIN").format(names)) as cp:
+        cp.write(copied.copy)
+    with conn.cursor().copy(sql.SQL("COPY stage_python ({}) FROM STDIN").format(names)) as cp:
+        for staged in expected:
+            cp.write_row(staged)
+    assert differences(conn) == []
+
+
+def _plan() -> native_collapse.Plan:
+    spec = native_collapse.plan_spec(SCHEMA_ID, VALUE_SCHEMA)
+    assert spec is not None
+    return native_collapse.Plan(spec)
+
+
+def test_what_the_library_leaves_to_python() -> None:
+    plan, names = _plan(), TABLE.column_names
+    full: Row = {"id": 1, "code": "a", "label": "x"}
+    ok = encode("c", None, full, 0)
+    assert not isinstance(
+        native_collapse.collapse(plan, names, [ok], 0, -1), native_collapse.Fallback
+    )
+    source = SourceInfo("postgresql", "t", "db", TABLE.table, 1)
+    toast = envelope_record(ChangeEvent("u", source, None, full, 1, ("doc",)), TABLE)
+    truncate = envelope_record(ChangeEvent("t", source, None, None, 1), TABLE)
+    assert CODEC is not None
+    cases = {}
+    for label, record in (("unchanged TOAST", toast), ("truncate", truncate)):
+        out = bytearray(HEADER)
+        CODEC.write(out, record)
+        cases[label] = bytes(out)
+    cases["another schema id"] = struct.pack(">bI", 0, SCHEMA_ID + 1) + ok[5:]
+    for label, message in cases.items():
+        found = native_collapse.collapse(plan, names, [ok, message], 0, -1)
+        assert found == native_collapse.Fallback(False, 1), label
+    broken = native_collapse.collapse(plan, names, [ok, ok[:-3]], 0, -1)
+    assert broken == native_collapse.Fallback(True, 1)
+    # Key columns of floating type are left to Python (0.0 == -0.0, NaN != NaN).
+    floaty = TableSchema(
+        TableId("public", "f"), (Column("x", "float8", "double precision"),), ("x",)
+    )
+    assert native_collapse.plan_spec(1, value_schema("p", floaty)) is None
+
+
+def test_edge_values_as_postgresql_stores_them(stage_db: psycopg.Connection[Any]) -> None:
+    """A few values spelled out, so a wrong formatter shows here by name."""
+    row: Row = {
+        "id": 7,
+        "code": "tab\there\\back\nline",
+        "real4": math.inf,
+        "real8": -0.0,
+        "price": Decimal("-0.05"),
+        "wide": Decimal("-9999999999999999999999999999.9999999999"),
+        "day": date(1, 1, 1),
+        "at": time(23, 59, 59, 999999),
+        "local": datetime(9999, 12, 31, 23, 59, 59, 999999),
+        "stamp": datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - timedelta(hours=0),
+        "uid": str(uuid.UUID(int=1)),
+        "blob": b"\x00\\\xff",
+    }
+    result = native_collapse.collapse(
+        _plan(), TABLE.column_names, [encode("c", None, row, 0)], 0, -1
+    )
+    assert not isinstance(result, native_collapse.Fallback)
+    conn = stage_db
+    conn.execute("TRUNCATE stage_native")
+    names = sql.SQL(", ").join(sql.Identifier(n) for n in ("g", *TABLE.column_names))
+    with conn.cursor().copy(sql.SQL("COPY stage_native ({}) FROM STDIN").format(names)) as cp:
+        cp.write(result[0].copy)
+    got = conn.execute(
+        "SELECT code, real4::text, real8::text, price, wide, day, at, local, stamp, blob "
+        "FROM stage_native"
+    ).fetchone()
+    assert got == (
+        row["code"],
+        "Infinity",
+        "-0",
+        row["price"],
+        row["wide"],
+        row["day"],
+        row["at"],
+        row["local"],
+        row["stamp"],
+        row["blob"],
+    )
+
+
+@pytest.fixture
+def task(make_task: Callable[..., TaskConfig]) -> TaskConfig:
+    return make_task(target={"batch_size": 500, "batch_wait_s": 0.2})
+
+
+def test_a_sink_applies_through_the_native_path(task: TaskConfig, feed: ChangeFeed) -> None:
+    """A sink run: the native path takes the batches and the target ends as the Python rules
+    say (the dead-letter case, which goes back to Python, is in test_postgres_sink)."""
+    items = table_schema("items_native")
+    feed.register(items)
+    expected: dict[int, Row] = {}
+    for key in range(300):
+        expected[key] = sink_row(key)
+        feed.send(items, "c", after=expected[key])
+    for key in range(0, 300, 3):
+        expected[key] = sink_row(key, 1)
+        feed.send(items, "u", after=expected[key])
+    for key in range(1, 300, 7):
+        feed.send(items, "d", before={"id": key})
+        expected.pop(key)
+    feed.flush()
+    events = 300 + 100 + len(range(1, 300, 7))
+    stop = threading.Event()
+    loop = SinkLoop(task, stop)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_caught_up(task, 1)
+    finally:
+        stop.set()
+        thread.join(30)
+        loop.close()
+    assert loop.native is not None and loop.native.taken_events == events
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        got = conn.execute("SELECT id, name, price FROM public.items_native ORDER BY id").fetchall()
+    assert got == [(k, expected[k]["name"], expected[k]["price"]) for k in sorted(expected)]
