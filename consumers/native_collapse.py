@@ -13,75 +13,17 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
 from typing import Any
 
 from consumers.batch import CopyRows
+from schemas import native_lib
 
 log = logging.getLogger(__name__)
 
-_LIBRARY_NAME = "libheadwater_native.so"
-_ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Result(ctypes.Structure):
-    # The leading fields of HwResult in native/src/lib.rs (the rest is the library's own).
-    _fields_ = [
-        ("status", ctypes.c_int32),
-        ("has_ts", ctypes.c_int32),
-        ("max_ts", ctypes.c_int64),
-        ("upserts", ctypes.c_uint64),
-        ("deletes", ctypes.c_uint64),
-        ("at", ctypes.c_uint64),
-        ("copy_ptr", ctypes.c_void_p),
-        ("copy_len", ctypes.c_size_t),
-    ]
-
-
-def library_path() -> Path | None:
-    """Where the built library is: HEADWATER_NATIVE_LIB, else native/target/release."""
-    configured = os.environ.get("HEADWATER_NATIVE_LIB")
-    if configured:
-        return Path(configured)
-    built = _ROOT / "native" / "target" / "release" / _LIBRARY_NAME
-    return built if built.exists() else None
-
-
-def _load() -> ctypes.CDLL | None:
-    if os.environ.get("HEADWATER_NATIVE", "1") == "0":
-        return None
-    path = library_path()
-    if path is None:
-        return None
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as exc:
-        log.warning("native sink library %s not loaded (%s); the sink runs in Python", path, exc)
-        return None
-    lib.hw_plan_new.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    lib.hw_plan_new.restype = ctypes.c_void_p
-    lib.hw_plan_free.argtypes = [ctypes.c_void_p]
-    lib.hw_plan_free.restype = None
-    lib.hw_collapse.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_void_p,
-        ctypes.c_size_t,
-        ctypes.c_int64,
-        ctypes.c_int64,
-    ]
-    lib.hw_collapse.restype = ctypes.POINTER(_Result)
-    lib.hw_result_free.argtypes = [ctypes.POINTER(_Result)]
-    lib.hw_result_free.restype = None
-    return lib
-
-
-_LIB = _load()
+_LIB = native_lib.LIB
 
 
 def available() -> bool:

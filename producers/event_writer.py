@@ -136,6 +136,29 @@ class EventWriter:
         meta = self._producer.list_topics(topic, timeout=10)
         return max(1, len(meta.topics[topic].partitions))
 
+    def table_ids(self, table: TableId) -> tuple[str, int, int]:
+        """(topic, key schema id, value schema id) of a registered table."""
+        codec = self._codecs[table]
+        return codec.topic, codec.key_id, codec.value_id
+
+    def envelope(self, event: ChangeEvent) -> bytes:
+        """The encoded value of `event` (its table registered)."""
+        codec = self._codecs[event.table]
+        return self.serde.encode(codec.value_id, envelope_record(event, codec.schema))
+
+    def write_encoded(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        """Produce already-encoded (key, value) snapshot rows: no log position, so nothing
+        for the resume filter to decide."""
+        produce, on_delivery = self._producer.produce, self._on_delivery
+        for key, value in messages:
+            try:
+                produce(topic, value, key, on_delivery=on_delivery)
+            except BufferError:
+                self._produce(topic, key, value)  # waits for room in the local queue
+                continue
+            self.produced += 1
+        self._producer.poll(0)
+
     def produce_raw(self, topic: str, key: bytes, value: bytes | None) -> None:
         """Produce an already-encoded record (the task's state topic)."""
         self._produce(topic, key, value)

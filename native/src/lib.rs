@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+pub mod encode;
+
 /// A primitive type of a `source` field (only skipped, except the commit time).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Prim {
@@ -410,6 +412,17 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// (year, month, day) to days since 1970-01-01, the inverse of `civil`.
+pub fn civil_days(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
     let (y, m, d) = civil(days);
     if !(1..=9999).contains(&y) {
@@ -684,9 +697,130 @@ pub unsafe extern "C" fn hw_result_free(result: *mut HwResult) {
     }
 }
 
+/// What `hw_encode` hands back (the full load's rows as Avro keys and values).
+#[repr(C)]
+pub struct HwEncoded {
+    /// 0: every complete line encoded; 1: the Python path must take this block.
+    pub status: i32,
+    pub rows: u64,
+    /// For status 1: the line concerned.
+    pub at: u64,
+    /// Bytes of the input taken: complete lines only.
+    pub consumed: u64,
+    pub buf_ptr: *const u8,
+    pub buf_len: usize,
+    /// Two per row: the end of its key and the end of its value in the buffer.
+    pub ends_ptr: *const u64,
+    buf: Vec<u8>,
+    ends: Vec<u64>,
+}
+
+/// An encoder plan from its text spec (see producers/postgres/native_rows.py); null when bad.
+///
+/// # Safety
+/// `spec` must point to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hw_enc_plan_new(spec: *const u8, len: usize) -> *mut encode::EncPlan {
+    if spec.is_null() {
+        return std::ptr::null_mut();
+    }
+    let bytes = std::slice::from_raw_parts(spec, len);
+    match std::str::from_utf8(bytes).ok().and_then(encode::parse_enc_spec) {
+        Some(plan) => Box::into_raw(Box::new(plan)),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// `plan` must come from `hw_enc_plan_new` and not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hw_enc_plan_free(plan: *mut encode::EncPlan) {
+    if !plan.is_null() {
+        drop(Box::from_raw(plan));
+    }
+}
+
+unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if ptr.is_null() || len == 0 {
+        &[]
+    } else {
+        std::slice::from_raw_parts(ptr, len)
+    }
+}
+
+/// Encode the complete COPY text lines of `data` as `r` events (see encode::encode_rows).
+///
+/// # Safety
+/// `plan` from `hw_enc_plan_new`; each pointer readable for its length.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn hw_encode(
+    plan: *const encode::EncPlan,
+    data: *const u8,
+    data_len: usize,
+    key_header: *const u8,
+    key_header_len: usize,
+    prefix: *const u8,
+    prefix_len: usize,
+    suffix: *const u8,
+    suffix_len: usize,
+) -> *mut HwEncoded {
+    let mut result = HwEncoded {
+        status: 1,
+        rows: 0,
+        at: 0,
+        consumed: 0,
+        buf_ptr: std::ptr::null(),
+        buf_len: 0,
+        ends_ptr: std::ptr::null(),
+        buf: Vec::new(),
+        ends: Vec::new(),
+    };
+    if !plan.is_null() {
+        let found = encode::encode_rows(
+            &*plan,
+            slice(data, data_len),
+            slice(key_header, key_header_len),
+            slice(prefix, prefix_len),
+            slice(suffix, suffix_len),
+        );
+        match found {
+            Ok(enc) => {
+                result.status = 0;
+                result.rows = enc.rows;
+                result.consumed = enc.consumed as u64;
+                result.buf = enc.buf;
+                result.ends = enc.ends;
+            }
+            Err(at) => result.at = at,
+        }
+    }
+    result.buf_ptr = result.buf.as_ptr();
+    result.buf_len = result.buf.len();
+    result.ends_ptr = result.ends.as_ptr();
+    Box::into_raw(Box::new(result))
+}
+
+/// # Safety
+/// `result` must come from `hw_encode` and not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hw_encoded_free(result: *mut HwEncoded) {
+    if !result.is_null() {
+        drop(Box::from_raw(result));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-719_162, -1, 0, 1, 19_358, 2_932_896] {
+            let (y, m, d) = civil(days);
+            assert_eq!(civil_days(y, m, d), days);
+        }
+    }
 
     #[test]
     fn civil_dates() {

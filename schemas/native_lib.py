@@ -1,0 +1,97 @@
+"""Loads headwater's native library (native/, Rust, C ABI) for the stages that use it: the
+PostgreSQL sink's batch collapse (consumers/native_collapse.py) and the PostgreSQL full
+load's row encoder (producers/postgres/native_rows.py). Without the library (not built, or
+HEADWATER_NATIVE=0) `LIB` is None and those stages run in Python alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_LIBRARY_NAME = "libheadwater_native.so"
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class CollapseResult(ctypes.Structure):
+    """The leading fields of HwResult in native/src/lib.rs (the rest is the library's)."""
+
+    _fields_ = [
+        ("status", ctypes.c_int32),
+        ("has_ts", ctypes.c_int32),
+        ("max_ts", ctypes.c_int64),
+        ("upserts", ctypes.c_uint64),
+        ("deletes", ctypes.c_uint64),
+        ("at", ctypes.c_uint64),
+        ("copy_ptr", ctypes.c_void_p),
+        ("copy_len", ctypes.c_size_t),
+    ]
+
+
+class EncodeResult(ctypes.Structure):
+    """The leading fields of HwEncoded in native/src/lib.rs."""
+
+    _fields_ = [
+        ("status", ctypes.c_int32),
+        ("rows", ctypes.c_uint64),
+        ("at", ctypes.c_uint64),
+        ("consumed", ctypes.c_uint64),
+        ("buf_ptr", ctypes.c_void_p),
+        ("buf_len", ctypes.c_size_t),
+        ("ends_ptr", ctypes.c_void_p),
+    ]
+
+
+def library_path() -> Path | None:
+    """Where the built library is: HEADWATER_NATIVE_LIB, else native/target/release."""
+    configured = os.environ.get("HEADWATER_NATIVE_LIB")
+    if configured:
+        return Path(configured)
+    built = _ROOT / "native" / "target" / "release" / _LIBRARY_NAME
+    return built if built.exists() else None
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, size, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
+    signatures: dict[str, tuple[list[object], object]] = {
+        "hw_plan_new": ([ctypes.c_char_p, size], p),
+        "hw_plan_free": ([p], None),
+        "hw_collapse": (
+            [p, ctypes.c_char_p, size, p, size, i64, i64],
+            ctypes.POINTER(CollapseResult),
+        ),
+        "hw_result_free": ([ctypes.POINTER(CollapseResult)], None),
+        "hw_enc_plan_new": ([ctypes.c_char_p, size], p),
+        "hw_enc_plan_free": ([p], None),
+        "hw_encode": (
+            [p, *[ctypes.c_char_p, size] * 4],
+            ctypes.POINTER(EncodeResult),
+        ),
+        "hw_encoded_free": ([ctypes.POINTER(EncodeResult)], None),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        function = getattr(lib, name)
+        function.argtypes = argtypes
+        function.restype = restype
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("HEADWATER_NATIVE", "1") == "0":
+        return None
+    path = library_path()
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        _declare(lib)
+    except (OSError, AttributeError) as exc:
+        log.warning("native library %s not loaded (%s); running in Python alone", path, exc)
+        return None
+    return lib
+
+
+LIB = _load()
