@@ -17,6 +17,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from headwater.config import TaskConfig
 from producers.errors import DeliveryError
+from producers.resume_dedupe import ResumeFilter
 from schemas.avro_schemas import key_schema, value_schema
 from schemas.envelope import ChangeEvent, envelope_record, key_record
 from schemas.registry import SchemaRegistry
@@ -27,11 +28,30 @@ from schemas.topics import key_subject, table_topic, value_subject
 log = logging.getLogger(__name__)
 
 
+class _KnownConfigWarnings(logging.Filter):
+    """librdkafka warns on every start that enable.gapless.guarantee is experimental; we
+    rely on it knowingly (see producer_config), so that line is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "enable.gapless.guarantee is experimental" not in record.getMessage()
+
+
+_KAFKA_LOG = logging.getLogger("producers.librdkafka")
+_KAFKA_LOG.addFilter(_KnownConfigWarnings())
+
+
 def producer_config(task: TaskConfig) -> dict[str, Any]:
     """Kafka producer settings: no loss, no reordering, good batching."""
     return {
         "bootstrap.servers": task.kafka.bootstrap_servers,
         "enable.idempotence": True,
+        # Each partition must hold a prefix of what was sent, with no gap: a restarted
+        # producer skips what is at or below a partition's last change (resume_dedupe.py).
+        # librdkafka otherwise may fail a batch and go on with later ones (a permanent
+        # error, or message.timeout.ms, which gapless does not cover: so no timeout; a
+        # flush still gives up after its own timeout).
+        "enable.gapless.guarantee": True,
+        "message.timeout.ms": 0,
         "acks": "all",
         "linger.ms": 20,
         "batch.size": 1_000_000,
@@ -59,11 +79,13 @@ class EventWriter:
         self.task = task
         self.prefix = task.topic_prefix
         self.serde = AvroSerde(registry)
-        self._producer = Producer(producer_config(task))
+        self._producer = Producer({**producer_config(task), "logger": _KAFKA_LOG})
         self._admin = AdminClient({"bootstrap.servers": task.kafka.bootstrap_servers})
         self._codecs: dict[TableId, _TableCodec] = {}
         self._failure: KafkaError | None = None
         self.produced = 0
+        # Set by a restarted producer until its stream passes what Kafka already holds.
+        self.resume: ResumeFilter | None = None
 
     def register_table(self, schema: TableSchema) -> None:
         """Create the table's topic if missing and register its (possibly new) schemas."""
@@ -117,6 +139,8 @@ class EventWriter:
     def write(self, event: ChangeEvent) -> None:
         """Produce one event (and a tombstone after a delete)."""
         codec = self._codecs[event.table]
+        if self.resume is not None and self._write_resumed(codec, event, self.resume):
+            return
         value = self.serde.encode(codec.value_id, envelope_record(event, codec.schema))
         if event.op == "t":
             # A truncate concerns every row, so every partition sees it in its order; the
@@ -131,6 +155,39 @@ class EventWriter:
         if event.op == "d":
             self._produce(codec.topic, key, None)
         self._producer.poll(0)
+
+    def _write_resumed(self, codec: _TableCodec, event: ChangeEvent, resume: ResumeFilter) -> bool:
+        """Write `event` where it is not in Kafka yet (see `ResumeFilter`); False when the
+        filter has nothing to say about it and `write` goes on as usual."""
+        position = resume.position_of(event.source)
+        if position is None or codec.topic not in resume.topics:
+            return False
+        if resume.passed(position):
+            log.info(
+                "task %s: streamed past what Kafka held before the restart; %d repeated "
+                "changes skipped",
+                self.task.name,
+                resume.skipped,
+            )
+            self.resume = None
+            return False
+        value = self.serde.encode(codec.value_id, envelope_record(event, codec.schema))
+        if event.op == "t":
+            count = self._partitions(codec.topic)
+            for partition in resume.truncate_partitions(codec.topic, position, count):
+                self._produce(codec.topic, None, value, partition)
+            return True
+        key_values = event.key(codec.schema)
+        key = self.serde.encode(codec.key_id, key_record(key_values or {}, codec.schema))
+        # The partition is computed here with the producer's own murmur2 and passed
+        # explicitly, so the skip decision and the write agree on it.
+        route = resume.route(codec.topic, key, event.op, position)
+        if route.write_event:
+            self._produce(codec.topic, key, value, route.partition)
+        if route.write_tombstone:
+            self._produce(codec.topic, key, None, route.partition)
+        self._producer.poll(0)
+        return True
 
     def _partitions(self, topic: str) -> int:
         meta = self._producer.list_topics(topic, timeout=10)

@@ -34,6 +34,8 @@ class TableProgress:
     # (chunk indexes, then the text keys bounding the run; see producers/postgres/chunks.py).
     chunks_total: int = 0
     chunks_done: list[list[Any]] = field(default_factory=list)
+    # The table's OID (PostgreSQL), so a rename while the task was stopped is recognised.
+    oid: int = 0
 
 
 @dataclass

@@ -35,6 +35,14 @@ SOURCE_SCHEMA: dict[str, Any] = {
         {"name": "gtid", "type": ["null", "string"], "default": None},
         {"name": "server_id", "type": ["null", "long"], "default": None},
         {"name": "thread", "type": ["null", "long"], "default": None},
+        # A streamed change's place in the log (Debezium's `sequence`). PostgreSQL: the
+        # commit LSN of its transaction, then `lsn`, then `seq` among the events one change
+        # yields (a key change is a delete and an insert at one LSN). MySQL: `file`, `pos`,
+        # then `seq` among the events of one rows event. Null for snapshot rows. Optional
+        # with defaults, so records written before them still decode and the new schema
+        # version stays compatible.
+        {"name": "commit_lsn", "type": ["null", "long"], "default": None},
+        {"name": "seq", "type": ["null", "long"], "default": None},
     ],
 }
 

@@ -35,6 +35,8 @@ class SourceInfo:
     gtid: str | None = None
     server_id: int | None = None
     thread: int | None = None
+    commit_lsn: int | None = None  # with lsn and seq: a streamed change's commit order
+    seq: int | None = None
 
     def to_avro(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,8 @@ class SourceInfo:
             "gtid": self.gtid,
             "server_id": self.server_id,
             "thread": self.thread,
+            "commit_lsn": self.commit_lsn,
+            "seq": self.seq,
         }
 
     @classmethod
@@ -71,6 +75,8 @@ class SourceInfo:
             gtid=record.get("gtid"),
             server_id=record.get("server_id"),
             thread=record.get("thread"),
+            commit_lsn=record.get("commit_lsn"),
+            seq=record.get("seq"),
         )
 
 

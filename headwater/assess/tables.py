@@ -67,8 +67,8 @@ def key_finding(schema: TableSchema, identity: str | None = None) -> Finding:
             AREA,
             subject,
             "none, REPLICA IDENTITY FULL: migrated as a multiset of whole rows; updates and "
-            "deletes match every column in the target, and a producer crash can repeat rows "
-            "(docs/keyless-tables.md)",
+            "deletes match every column in the target, and a full load started over can "
+            "repeat rows (docs/keyless-tables.md)",
             f"add a primary key to {schema.table} where you can",
         )
     if identity is not None:

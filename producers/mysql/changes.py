@@ -65,7 +65,10 @@ def tuple_converter(schema: TableSchema) -> Callable[[Sequence[Any]], Row]:
     return convert
 
 
-def _source(schema: TableSchema, ctx: RowsContext) -> SourceInfo:
+def _source(schema: TableSchema, ctx: RowsContext, seq: int = 0) -> SourceInfo:
+    # `seq` orders the events of one binlog event (its rows, and the two halves of a key
+    # change); with the event's file and end position it places a change in the binlog
+    # (producers/mysql/position.py, `stream_position`).
     return SourceInfo(
         connector=CONNECTOR,
         name=ctx.source_name,
@@ -78,6 +81,7 @@ def _source(schema: TableSchema, ctx: RowsContext) -> SourceInfo:
         gtid=ctx.gtid,
         server_id=ctx.server_id,
         thread=ctx.thread,
+        seq=seq,
     )
 
 
@@ -89,10 +93,10 @@ def row_events(
     op: Op, schema: TableSchema, rows: list[dict[str, Any]], ctx: RowsContext
 ) -> list[ChangeEvent]:
     """The events of one Write/Update/DeleteRows event (`op` c, u or d)."""
-    source = _source(schema, ctx)
     convert_row = dict_converter(schema)
     events: list[ChangeEvent] = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        source = _source(schema, ctx, 2 * i)
         if op == "c":
             events.append(ChangeEvent("c", source, None, convert_row(row["values"]), ctx.ts_ms))
         elif op == "d":
@@ -103,7 +107,8 @@ def row_events(
             if _key(schema, before) != _key(schema, after):
                 # As Debezium does: each key's events stay in that key's partition.
                 events.append(ChangeEvent("d", source, before, None, ctx.ts_ms))
-                events.append(ChangeEvent("c", source, None, after, ctx.ts_ms))
+                insert = _source(schema, ctx, 2 * i + 1)
+                events.append(ChangeEvent("c", insert, None, after, ctx.ts_ms))
             else:
                 events.append(ChangeEvent("u", source, before, after, ctx.ts_ms))
     return events

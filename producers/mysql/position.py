@@ -8,6 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from producers.resume_dedupe import Position
+from schemas.envelope import SourceInfo
+
 _FILE_NUMBER = re.compile(r"\.(\d+)$")
 
 
@@ -43,3 +46,13 @@ def file_number(name: str) -> int:
     """The sequence number of a binlog file (`mariadb-bin.000004` -> 4)."""
     found = _FILE_NUMBER.search(name)
     return int(found.group(1)) if found else 0
+
+
+def stream_position(source: SourceInfo) -> Position | None:
+    """A streamed change's place in the binlog: (file number, end position of its binlog
+    event, `seq` within that event); None for snapshot rows and for records written before
+    `seq` was. Comparable only within one server's binlog (a failover to another server
+    renumbers it: see docs/keyless-tables.md, "Resuming after a crash")."""
+    if source.snapshot != "false" or source.seq is None or not source.file or source.pos is None:
+        return None
+    return (file_number(source.file), source.pos, source.seq)

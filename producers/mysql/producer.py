@@ -12,12 +12,14 @@ import time
 import pymysql
 
 from headwater.config import TaskConfig
+from producers.crash_hook import crash_point
 from producers.errors import SourceError
 from producers.event_writer import EventWriter
+from producers.kafka_tail import load_resume_filter
 from producers.mysql import catalog, flavor, snapshot
 from producers.mysql.binlog import BinlogSession
 from producers.mysql.connection import Connection, connect
-from producers.mysql.position import BinlogPosition
+from producers.mysql.position import BinlogPosition, file_number, stream_position
 from producers.task_state import TableProgress, TaskState, TaskStateStore
 from schemas.registry import SchemaRegistry
 from schemas.tables import TableId, TableSchema
@@ -68,6 +70,7 @@ class MysqlProducer:
         self.store.ensure_topic()
         self.state = self.store.load(task.name) or TaskState(task.name)
         self._last_save = 0.0
+        self._flushed = 0  # events produced as of the last flush (for the crash hook)
 
     def run(self) -> None:
         try:
@@ -192,7 +195,15 @@ class MysqlProducer:
         # Topics exist from the start, even for tables that stay idle. Schemas wait for each
         # table's first TableMapEvent: the catalog's shape now may be newer than the events
         # read first, and the registry refuses a version that goes back in time.
-        self.writer.ensure_topics([table_topic(self.task.topic_prefix, t) for t in self.tables])
+        topics = [table_topic(self.task.topic_prefix, t) for t in self.tables]
+        self.writer.ensure_topics(topics)
+        # What the binlog sends again from the saved position and Kafka already holds
+        # (a crash after Kafka's acknowledgement, before the save) is skipped.
+        binlog_end = file_number(flavor.current_position(self.conn, self.flavor).file)
+        self.writer.resume = load_resume_filter(
+            self.task, self.writer.serde, topics, stream_position, binlog_end
+        )
+        self._flushed = self.writer.produced  # the full load before this was flushed
         session.open(start)
         log.info("task %s: streaming the binlog from %s", self.task.name, start.describe())
         last_ack = time.monotonic()
@@ -212,7 +223,11 @@ class MysqlProducer:
         """Flush Kafka, then make the last transaction end seen the saved position."""
         pending = session.committed
         if pending is not None and pending != BinlogPosition.from_dict(self.state.binlog):
+            streamed = self.writer.produced != self._flushed
             self.writer.flush()
+            self._flushed = self.writer.produced
+            if streamed:
+                crash_point(in_tx=False)
             self._acknowledge(pending)
             self._save_state()
         if force_save:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from producers.crash_hook import crash_point
 from producers.event_writer import EventWriter
 from producers.postgres.pgoutput import Commit, Keepalive, PgOutputMessage
 from producers.postgres.replication import ReplicationStream
@@ -43,6 +44,7 @@ class AckTracker:
         if self.writer.produced != self._flushed_count:
             self.writer.flush()
             self._flushed_count = self.writer.produced
+            crash_point(self.in_tx)
         candidate = self.committed
         if not self.in_tx:
             # Everything decoded before the last keepalive is produced and flushed.

@@ -111,13 +111,7 @@ def check_publication_owner(conn: Conn, publication: str, tables: Sequence[Table
     ).fetchone()
     if row is None or row[1]:
         return
-    present = {
-        TableId(s, n)
-        for s, n in conn.execute(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-            (publication,),
-        ).fetchall()
-    }
+    present = published_tables(conn, publication)
     missing = [str(t) for t in tables if t not in present]
     if missing:
         raise SourceError(
@@ -219,7 +213,10 @@ def schema_from_relation(conn: Conn, rel: Relation, types: TypeResolver) -> Tabl
     """The table's shape as of a Relation message (which is authoritative for the events
     after it, even if the catalog has changed again since)."""
     table = TableId(rel.namespace, rel.name)
-    notnull = _not_null_columns(conn, table)
+    # Looked up by OID, not by name: the table may have been renamed since the message's
+    # point in the log. An OID dropped since matches nothing (keyless, all nullable).
+    by_oid = str(rel.oid)
+    notnull = _not_null_columns(conn, by_oid)
     columns = tuple(
         types.column(c.name, c.type_oid, c.type_modifier, c.name not in notnull)
         for c in rel.columns
@@ -229,23 +226,38 @@ def schema_from_relation(conn: Conn, rel: Relation, types: TypeResolver) -> Tabl
         # Under FULL every column is flagged as part of the identity; the key is still the
         # primary key, or none (a keyless table).
         names = {c.name for c in rel.columns}
-        key = tuple(k for k in _catalog_key(conn, table) if k in names)
+        key = tuple(r[0] for r in conn.execute(_PK_SQL, (by_oid,)).fetchall() if r[0] in names)
     return TableSchema(table, columns, key)
 
 
-def _catalog_key(conn: Conn, table: TableId) -> tuple[str, ...]:
-    try:
-        return primary_key(conn, table)
-    except psycopg.errors.UndefinedTable:  # dropped since: its later events are keyless
-        return ()
-
-
-def _not_null_columns(conn: Conn, table: TableId) -> set[str]:
-    try:
-        rows = conn.execute(_COLUMNS_SQL, (_qualified(table),)).fetchall()
-    except psycopg.errors.UndefinedTable:
-        return set()
+def _not_null_columns(conn: Conn, relation: str) -> set[str]:
+    rows = conn.execute(_COLUMNS_SQL, (relation,)).fetchall()
     return {name for name, _oid, _mod, notnull in rows if notnull}
+
+
+def published_tables(conn: Conn, publication: str) -> set[TableId]:
+    """The tables a publication streams, and those it lists: pg_publication_tables shows
+    the partitions of a partitioned table it lists, not the table itself."""
+    rows = conn.execute(
+        """SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %(p)s
+           UNION
+           SELECT n.nspname, c.relname FROM pg_publication_rel pr
+           JOIN pg_publication p ON p.oid = pr.prpubid
+           JOIN pg_class c ON c.oid = pr.prrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE p.pubname = %(p)s""",
+        {"p": publication},
+    ).fetchall()
+    return {TableId(s, n) for s, n in rows}
+
+
+def add_to_publication(conn: Conn, publication: str, table: TableId) -> None:
+    """Have a table-list publication stream `table` (it holds it by OID from then on)."""
+    conn.execute(
+        sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+            sql.Identifier(publication), sql.Identifier(table.schema, table.name)
+        )
+    )
 
 
 def require_row_identity(conn: Conn, tables: Sequence[TableId]) -> None:
@@ -262,32 +274,32 @@ def require_row_identity(conn: Conn, tables: Sequence[TableId]) -> None:
 
 def ensure_publication(conn: Conn, name: str, tables: Sequence[TableId]) -> None:
     """Create the task's publication, or add tables it lacks; never drops anything."""
-    row = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
+    row = conn.execute(
+        "SELECT puballtables FROM pg_publication WHERE pubname = %s", (name,)
+    ).fetchone()
     if row is None:
         targets = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+        # Via the root: a partitioned table's changes come under its own OID and name (the
+        # name the task selects), not under its partitions'.
         conn.execute(
-            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), targets)
+            sql.SQL(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)"
+            ).format(sql.Identifier(name), targets)
         )
         return
-    present = {
-        TableId(s, n)
-        for s, n in conn.execute(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,)
-        ).fetchall()
-    }
+    if row[0]:
+        return  # FOR ALL TABLES: nothing to add (and ADD TABLE would fail)
+    present = published_tables(conn, name)
     for table in tables:
         if table not in present:
-            conn.execute(
-                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                    sql.Identifier(name), sql.Identifier(table.schema, table.name)
-                )
-            )
+            add_to_publication(conn, name, table)
 
 
 def estimated_rows(conn: Conn, table: TableId) -> int:
     """The planner's row estimate (pg_class.reltuples), 0 when never analysed."""
     row = conn.execute(
-        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass",
+        # to_regclass: a table renamed since (the stream is behind the catalog) has none.
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(%s)",
         (_qualified(table),),
     ).fetchone()
     return int(row[0]) if row else 0

@@ -1,10 +1,11 @@
 """Turns decoded pgoutput messages into ChangeEvents. Pure apart from `describe`, the
-injected function that gives a Relation message its TableSchema (types, nullability)."""
+injected function that gives a Relation message its TableSchema (types, nullability).
+Relation messages (and so renames) are `relations.RelationTracker`'s."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, MutableMapping
 from dataclasses import dataclass
 
 from producers.postgres.pgoutput import (
@@ -19,6 +20,7 @@ from producers.postgres.pgoutput import (
     TupleValue,
     Update,
 )
+from producers.postgres.relations import Known, RelationTracker
 from schemas.envelope import ChangeEvent, Op, Row, SourceInfo
 from schemas.pg_types import UnrepresentableValue, parse_pg_text
 from schemas.tables import TableId, TableSchema
@@ -45,7 +47,10 @@ class ChangeBuilder:
     After a reconnect the server sends again every transaction after the slot's confirmed
     position. Given how far an earlier builder of this process got (`handed_out`), this one
     skips the events already handed out, so a dropped connection does not repeat them in
-    Kafka: keyed tables would absorb a repeat, a keyless table would get a row twice."""
+    Kafka: keyed tables would absorb a repeat, a keyless table would get a row twice.
+
+    `known`: see RelationTracker; the tables that came into the task or moved in it are
+    listed in `moves` for the producer, which clears it."""
 
     def __init__(
         self,
@@ -54,18 +59,27 @@ class ChangeBuilder:
         selected: Container[TableId],
         describe: Describe,
         handed_out: HandedOut = (0, 0),
+        known: MutableMapping[int, Known] | None = None,
     ) -> None:
         self.source_name = source_name
         self.db = db
         self.selected = selected
         self.describe = describe
-        self.relations: dict[int, TableSchema] = {}
+        self.tracker = RelationTracker(source_name, db, selected, describe, known)
+        self.relations = self.tracker.relations
+        self.moves = self.tracker.moves
         self.tx: _Transaction | None = None
         self.handed_out = handed_out
 
     def on_message(self, msg: PgOutputMessage, wal_start: int) -> list[ChangeEvent]:
         """The events `msg` stands for (none for Begin, Commit, Relation...), less those
         handed out before a reconnect."""
+        if isinstance(msg, Relation):
+            # Not counted: a fresh builder replaying a transaction after a reconnect knows
+            # relations the first one learnt in it, so these events may differ; repeating
+            # a truncate is harmless (the sinks pass over one they executed). Relation
+            # messages come with no position of their own (0/0): the commit's stands in.
+            return self.tracker.on_relation(msg, self.tx.final_lsn if self.tx else wal_start)
         events = self._message_events(msg, wal_start)
         tx = self.tx
         if not events or tx is None:
@@ -92,10 +106,6 @@ class ChangeBuilder:
             if self.tx is not None and self.tx.final_lsn >= self.handed_out[0]:
                 self.handed_out = (self.tx.final_lsn, None)
             self.tx = None
-        elif isinstance(msg, Relation):
-            table = TableId(msg.namespace, msg.name)
-            if table in self.selected:
-                self.relations[msg.oid] = self.describe(msg)
         elif isinstance(msg, Insert):
             return self._row_events("c", msg.relation_oid, wal_start, None, msg.new, False)
         elif isinstance(msg, Update):
@@ -107,14 +117,14 @@ class ChangeBuilder:
                 "d", msg.relation_oid, wal_start, msg.old, None, msg.old_is_key_only
             )
         elif isinstance(msg, Truncate):
+            tables = [self.relations[oid] for oid in msg.relation_oids if oid in self.relations]
             return [
-                self._event("t", self.relations[oid], wal_start, None, None)
-                for oid in msg.relation_oids
-                if oid in self.relations
+                self._event("t", schema, wal_start, None, None, seq=i)
+                for i, schema in enumerate(tables)
             ]
         return []
 
-    def _source(self, schema: TableSchema, lsn: int) -> SourceInfo:
+    def _source(self, schema: TableSchema, lsn: int, seq: int) -> SourceInfo:
         tx = self.tx
         return SourceInfo(
             connector="postgresql",
@@ -125,6 +135,8 @@ class ChangeBuilder:
             snapshot="false",
             tx_id=tx.xid if tx else None,
             lsn=lsn,
+            commit_lsn=tx.final_lsn if tx else None,
+            seq=seq,
         )
 
     def _event(
@@ -135,8 +147,9 @@ class ChangeBuilder:
         before: Row | None,
         after: Row | None,
         unavailable: tuple[str, ...] = (),
+        seq: int = 0,
     ) -> ChangeEvent:
-        source = self._source(schema, lsn)
+        source = self._source(schema, lsn, seq)
         return ChangeEvent(op, source, before, after, source.ts_ms, unavailable)
 
     def _row_events(
@@ -180,7 +193,7 @@ class ChangeBuilder:
             # as Debezium does, so each key's events stay in that key's partition.
             return [
                 self._event("d", schema, lsn, before, None),
-                self._event("c", schema, lsn, None, after, unavailable),
+                self._event("c", schema, lsn, None, after, unavailable, seq=1),
             ]
         return [self._event("u", schema, lsn, before, after, unavailable)]
 

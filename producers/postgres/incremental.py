@@ -110,6 +110,17 @@ class IncrementalSnapshot:
         self.until[table] = until
         self.more_ranges[table] = list(more)
 
+    def forget(self, table: TableId) -> None:
+        """Stop loading `table` (renamed away, or gone): its queue entry and its chunk in
+        flight, whose rows would otherwise land under a name the table left."""
+        if self.chunk is not None and self.chunk.schema.table == table:
+            self.chunk = None
+        if table in self.queue:
+            self.queue.remove(table)
+        self.resume_after.pop(table, None)
+        self.until.pop(table, None)
+        self.more_ranges.pop(table, None)
+
     @property
     def busy(self) -> bool:
         return bool(self.queue) or self.chunk is not None

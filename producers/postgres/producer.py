@@ -14,10 +14,12 @@ import psycopg
 from headwater.config import TaskConfig
 from producers.errors import SourceError, SourceUnreachable
 from producers.event_writer import EventWriter
-from producers.postgres import catalog, chunks
+from producers.kafka_tail import load_resume_filter
+from producers.postgres import catalog, chunks, oids
 from producers.postgres.acks import AckTracker
 from producers.postgres.changes import ChangeBuilder, HandedOut
 from producers.postgres.connection import connect
+from producers.postgres.follow import Selected, TableFollower
 from producers.postgres.full_load import ChunkedLoad
 from producers.postgres.incremental import (
     SIGNAL_PREFIX,
@@ -28,10 +30,12 @@ from producers.postgres.incremental import (
 from producers.postgres.pgoutput import (
     Keepalive,
     LogicalMessage,
+    PgOutputMessage,
     Relation,
     XLogData,
     decode_message,
     format_lsn,
+    parse_lsn,
 )
 from producers.postgres.replication import (
     ReplicationLost,
@@ -39,10 +43,13 @@ from producers.postgres.replication import (
     drop_slot,
     slot_info,
 )
+from producers.resume_dedupe import ResumeFilter, postgres_position
 from producers.task_state import TableProgress, TaskState, TaskStateStore
+from schemas.envelope import ChangeEvent
 from schemas.pg_types import UnrepresentableValue
 from schemas.registry import SchemaRegistry
 from schemas.tables import TableId, TableSchema
+from schemas.topics import table_topic
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,15 @@ class PostgresProducer:
         self._last_save = 0.0
         self._handed_out: HandedOut = (0, 0)  # kept across reconnects (ChangeBuilder)
         self.incremental = IncrementalSnapshot(task.name, task.topic_prefix, self.db)
+        self.follower = TableFollower(
+            task,
+            self.db,
+            self.writer,
+            self.state,
+            self.incremental,
+            self.tables,
+            self._request_snapshot,
+        )
 
     def _type_resolver(self) -> catalog.TypeResolver:
         as_text = self.task.source.decimal_handling == "string"
@@ -84,9 +100,11 @@ class PostgresProducer:
                     self._full_load(snapshot_name=None, lsn=None)
                 return
             stream = self._prepare_slot()
+            self.follower.start(self.conn)  # the OIDs the stream follows tables by
             # Topics exist from the start, so an idle table still shows (zero) lag.
             for table in self.tables:
                 self.writer.register_table(catalog.describe_table(self.conn, table, self.types))
+            self.writer.resume = self._resume_filter()
             self._stream(stream)
         finally:
             self.writer.close()
@@ -105,6 +123,7 @@ class PostgresProducer:
         if existing is not None and needs_load and self.state.snapshot_status == "running":
             # A full load interrupted after its slot was made: the stream resumes at the
             # slot's consistent point and the unfinished tables continue incrementally.
+            self._renamed_while_stopped()
             self._resume_load_incrementally()
             needs_load = False
         elif existing is not None and needs_load:
@@ -115,6 +134,7 @@ class PostgresProducer:
             self._drop_slot_when_released(slot)
             existing = None
         elif existing is not None:
+            self._renamed_while_stopped()
             self._queue_new_tables()
         if existing is None and not needs_load and self.state.snapshot_status != "pending":
             raise SourceError(
@@ -178,9 +198,18 @@ class PostgresProducer:
                 log.info("task %s: %s is newly included; loading it", self.task.name, table)
                 self._request_snapshot(table)
 
-    def _request_snapshot(self, table: TableId) -> None:
+    def _renamed_while_stopped(self) -> None:
+        acked = self.state.acked_position
+        before = set(self.state.tables)
+        self.follower.renamed_while_stopped(self.conn, self.types, parse_lsn(acked) if acked else 0)
+        if set(self.state.tables) != before:
+            self._save_state(force=True, flush=True)  # the truncates first, then the progress
+
+    def _request_snapshot(self, table: TableId, oid: int = 0) -> None:
         self.state.tables[str(table)] = TableProgress(
-            estimate=catalog.estimated_rows(self.conn, table), started_ms=int(time.time() * 1000)
+            estimate=catalog.estimated_rows(self.conn, table),
+            started_ms=int(time.time() * 1000),
+            oid=oid,
         )
         self.state.snapshot_status = "running"
         self.incremental.request(table)
@@ -219,6 +248,14 @@ class PostgresProducer:
 
     # --- streaming ----------------------------------------------------------------------
 
+    def _resume_filter(self) -> ResumeFilter | None:
+        """How far each partition of the task's topics holds streamed changes: the slot
+        sends again what it had not confirmed, and what Kafka holds is skipped."""
+        row = self.conn.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint").fetchone()
+        topics = [table_topic(self.task.topic_prefix, t) for t in self.tables]
+        wal_end = int(str(row[0])) if row else 0
+        return load_resume_filter(self.task, self.writer.serde, topics, postgres_position, wal_end)
+
     def _describe(self, rel: Relation) -> TableSchema:
         schema = catalog.schema_from_relation(self.conn, rel, self.types)
         self.writer.register_table(schema)
@@ -227,7 +264,7 @@ class PostgresProducer:
     def _stream(self, stream: ReplicationStream) -> None:
         """Stream until stopped; a lost connection is re-established with backoff and the
         stream resumes at the slot's confirmed position (what was not acknowledged is sent
-        again, and the sink's upserts absorb the repeat)."""
+        again; ChangeBuilder.handed_out skips what this process wrote already)."""
         delay = _RETRY_FIRST_S
         while True:
             started = time.monotonic()
@@ -267,10 +304,15 @@ class PostgresProducer:
             raise ReplicationLost(f"source connection lost: {exc}") from None
 
     def _stream_once(self, stream: ReplicationStream) -> None:
-        selected: set[TableId] = set(self.tables)
         builder = ChangeBuilder(
-            self.task.topic_prefix, self.db, selected, self._describe, self._handed_out
+            self.task.topic_prefix,
+            self.db,
+            Selected(self.task.tables, partial(oids.is_partition, self.conn)),
+            self._describe,
+            self._handed_out,
+            self.follower.known,
         )
+        lsn = 0  # the latest position read, naming the truncates a rename calls for
         stream.start(self.task.slot_name, self.task.publication)
         loop = AckTracker(stream, self.writer, self.task.source.ack_interval_s)
         log.info("task %s: streaming slot %s", self.task.name, self.task.slot_name)
@@ -280,11 +322,13 @@ class PostgresProducer:
                     self._next_chunk()
                 frame = stream.read(timeout=0.2)
                 if isinstance(frame, XLogData):
+                    lsn = max(lsn, frame.wal_start)
                     msg = decode_message(frame.payload)
                     if isinstance(msg, LogicalMessage):
                         self._on_logical_message(msg)
                     try:
                         events = builder.on_message(msg, frame.wal_start)
+                        events += self._rename_notice(builder, msg)
                     except UnrepresentableValue as exc:
                         raise SourceError(
                             f"task {self.task.name} at LSN {format_lsn(frame.wal_start)}: {exc}"
@@ -293,9 +337,12 @@ class PostgresProducer:
                         self.incremental.on_change(event)
                         self.writer.write(event)
                         self.state.events_streamed += 1
+                    self._follow_moves(builder)
                     loop.on_message(msg, builder.tx is not None)
                 elif isinstance(frame, Keepalive):
                     loop.on_keepalive(frame)
+                if builder.tx is None:  # between transactions, in stream order
+                    self.follower.poll(self.conn, self.types, max(lsn, loop.acked))
                 if loop.maybe_ack():
                     self.state.acked_position = format_lsn(loop.acked)
                     self._save_state()
@@ -309,16 +356,37 @@ class PostgresProducer:
             if self.stop.is_set():
                 self._save_state(force=True)
 
+    def _rename_notice(self, builder: ChangeBuilder, msg: PgOutputMessage) -> list[ChangeEvent]:
+        """A rename the poll noticed, met in stream order (see TableFollower)."""
+        if not isinstance(msg, LogicalMessage):
+            return []
+        relation = self.follower.noticed_relation(self.conn, msg)
+        return builder.on_message(relation, 0) if relation is not None else []
+
+    def _follow_moves(self, builder: ChangeBuilder) -> None:
+        for move in builder.moves:
+            self.follower.on_move(move)
+        if builder.moves:
+            builder.moves.clear()
+            # The truncates in Kafka before the progress that no longer names the old table.
+            self._save_state(force=True, flush=True)
+
     # --- incremental snapshots ------------------------------------------------------------
 
     def _next_chunk(self) -> None:
         """Read the next chunk of the table at the head of the queue (between watermarks);
         a table with no rows left is done."""
         table = self.incremental.queue[0]
-        schema = catalog.describe_table(self.conn, table, self.types)
-        self.writer.register_table(schema)
-        if self.incremental.read_chunk(self.conn, schema):
-            return
+        try:
+            schema = catalog.describe_table(self.conn, table, self.types)
+            self.writer.register_table(schema)
+            if self.incremental.read_chunk(self.conn, schema):
+                return
+        except psycopg.errors.UndefinedTable:
+            # Renamed or dropped before the stream got there: a rename shows in the stream
+            # (a Relation message under the new name), which loads the table under it.
+            log.warning("task %s: %s is gone; its load stops", self.task.name, table)
+            self.incremental.forget(table)
         progress = self.state.tables.setdefault(str(table), TableProgress())
         progress.done = True
         progress.finished_ms = int(time.time() * 1000)

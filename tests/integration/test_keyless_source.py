@@ -60,14 +60,18 @@ def test_keys_of_full_and_index_identities(make_task: Callable[..., TaskConfig])
         task = make_task(tables={"exclude": ["public.nothing"]})
         selected = catalog.check_source_ready(conn, task)
         types = catalog.TypeResolver(conn)
+        oid = {
+            name: conn.execute("SELECT %s::regclass::oid", (f"public.{name}",)).fetchone()[0]
+            for name in ("keyed_full", "loose")
+        }
         # Under FULL, pgoutput flags every column as identity: the key stays the primary key.
         flagged = (RelationColumn("id", 23, -1, True), RelationColumn("v", 25, -1, True))
         keyed_full = catalog.schema_from_relation(
-            conn, Relation(1, "public", "keyed_full", "f", flagged), types
+            conn, Relation(oid["keyed_full"], "public", "keyed_full", "f", flagged), types
         )
         flagged = (RelationColumn("a", 23, -1, True), RelationColumn("b", 25, -1, True))
         loose = catalog.schema_from_relation(
-            conn, Relation(2, "public", "loose", "f", flagged), types
+            conn, Relation(oid["loose"], "public", "loose", "f", flagged), types
         )
     assert keys == {
         "keyed": ("id",),
