@@ -15,6 +15,9 @@ demo: install
 	$(BIN)/headwater demo
 
 test: install lint stack
+	@if [ -x "$(CARGO)" ]; then \
+		$(CARGO) test --quiet --release --offline --manifest-path native/Cargo.toml; \
+	fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed $(NATIVE_LIB)

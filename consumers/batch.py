@@ -45,14 +45,16 @@ class Upsert:
 
 @dataclass(frozen=True, slots=True)
 class CopyRows:
-    """Net changes of one partition the native path (consumers/native_collapse.py) wrote as
-    PostgreSQL COPY text rows `(group, *columns)`: `deletes` rows carry only the key,
+    """Net changes of one partition the native path wrote as text rows `(group, *columns)`
+    for the target's staging table: PostgreSQL COPY text (consumers/native_collapse.py) or
+    MySQL LOAD DATA text (consumers/native_mysql.py). `deletes` rows carry only the key,
     `upserts` rows every column."""
 
     columns: tuple[str, ...]
     copy: bytes
     upserts: int
     deletes: int
+    inserts_only: bool = False  # every event an insert or a snapshot read
 
 
 Change = Upsert | None

@@ -74,6 +74,11 @@ class MySqlTarget:
 
     name = "mysql"
 
+    def __init__(self, local_infile: bool = False) -> None:
+        # LOAD DATA LOCAL for the native path (consumers/mysql_load.py) only: with it on, the
+        # server may ask the driver for any file the sink can read.
+        self.local_infile = local_infile
+
     def engine(self, task: TaskConfig) -> Engine:
         return sa.create_engine(
             mysql_url(task.target.url),
@@ -83,6 +88,7 @@ class MySqlTarget:
                 "charset": "utf8mb4",
                 "init_command": f"SET time_zone = '+00:00', sql_mode = '{SQL_MODE}'",
                 "connect_timeout": 10,
+                "local_infile": self.local_infile,
             },
         )
 

@@ -1,5 +1,7 @@
-"""Which messages of a batch the native path collapses (consumers/native_collapse.py), and how
-its COPY rows join the CollapsedBatch the Python path builds from the rest.
+"""Which messages of a batch the native path collapses (consumers/native_collapse.py for a
+PostgreSQL target's COPY rows, consumers/native_mysql.py for a MySQL/MariaDB target's
+LOAD DATA rows), and how those rows join the CollapsedBatch the Python path builds from the
+rest.
 
 A topic goes native as a whole or not at all: every partition of it must be taken by the
 library, else all its messages are decoded in Python, so a table's staging rows never mix
@@ -10,20 +12,73 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from confluent_kafka import Message
 
-from consumers import native_collapse
+from consumers import native_collapse, native_mysql
 from consumers.batch import CollapsedBatch, CopyRows, PartitionPosition, TableChanges, merge_schemas
 from consumers.decode import RecordDecoder
 from consumers.offsets import Partition
 from headwater.config import TaskConfig
-from schemas.tables import TableSchema
+from schemas.tables import TableId, TableSchema
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">bI")
+
+
+class NativeOutput(Protocol):
+    """One output format of the library: a plan per envelope schema, and the collapse of a
+    partition's messages into rows of that format."""
+
+    def plan(self, schema_id: int, value_schema: dict[str, Any]) -> Any | None: ...
+
+    def collapse(
+        self,
+        plan: Any,
+        columns: tuple[str, ...],
+        values: list[bytes],
+        deleted_group: int,
+        upsert_group: int,
+    ) -> tuple[CopyRows, int | None] | native_collapse.Fallback: ...
+
+
+class CopyOutput:
+    """PostgreSQL COPY text rows (consumers/native_collapse.py)."""
+
+    def plan(self, schema_id: int, value_schema: dict[str, Any]) -> Any | None:
+        spec = native_collapse.plan_spec(schema_id, value_schema)
+        return None if spec is None else native_collapse.Plan(spec)
+
+    def collapse(
+        self,
+        plan: Any,
+        columns: tuple[str, ...],
+        values: list[bytes],
+        deleted_group: int,
+        upsert_group: int,
+    ) -> tuple[CopyRows, int | None] | native_collapse.Fallback:
+        return native_collapse.collapse(plan, columns, values, deleted_group, upsert_group)
+
+
+class LoadDataOutput:
+    """MySQL/MariaDB LOAD DATA text rows (consumers/native_mysql.py)."""
+
+    def plan(self, schema_id: int, value_schema: dict[str, Any]) -> Any | None:
+        return native_mysql.plan(schema_id, value_schema)
+
+    def collapse(
+        self,
+        plan: Any,
+        columns: tuple[str, ...],
+        values: list[bytes],
+        deleted_group: int,
+        upsert_group: int,
+    ) -> tuple[CopyRows, int | None] | native_collapse.Fallback:
+        return native_mysql.collapse(plan, columns, values, deleted_group, upsert_group)
 
 
 @dataclass(slots=True)
@@ -40,11 +95,22 @@ class NativePart:
 class NativeBatcher:
     """Takes the topics the library can collapse out of a batch of messages."""
 
-    def __init__(self, decoder: RecordDecoder, deleted_group: int, upsert_group: int) -> None:
+    def __init__(
+        self,
+        decoder: RecordDecoder,
+        deleted_group: int,
+        upsert_group: int,
+        output: NativeOutput | None = None,
+        accepts: Callable[[TableId], bool] | None = None,
+    ) -> None:
         self.decoder = decoder
         self.deleted_group = deleted_group
         self.upsert_group = upsert_group
-        self._plans: dict[int, native_collapse.Plan | None] = {}
+        self.output: NativeOutput = output or CopyOutput()
+        # Whether the target still takes a table's rows natively (a MySQL target learns
+        # that a table's column types are not for it on its first native batch).
+        self.accepts = accepts
+        self._plans: dict[int, Any | None] = {}
         self.taken_events = 0  # collapsed natively, for tests and progress lines
 
     def take(self, messages: list[Message]) -> tuple[list[NativePart], list[Message]]:
@@ -55,25 +121,30 @@ class NativeBatcher:
             by_topic.setdefault(str(m.topic()), []).append(m)
         parts: list[NativePart] = []
         rest: list[Message] = []
+        tables: set[TableId] = set()
         for topic, topic_messages in by_topic.items():
             part = self._topic(topic, topic_messages)
+            if part is not None and part.schema.table in tables:
+                # Two topics of one table: their native rows would share one staging group
+                # whatever their columns; the second goes through Python.
+                self.taken_events -= part.events
+                part = None
             if part is None:
                 rest.extend(topic_messages)
             else:
+                tables.add(part.schema.table)
                 parts.append(part)
         return parts, rest
 
-    def _plan(self, schema_id: int) -> native_collapse.Plan | None:
+    def _plan(self, schema_id: int) -> Any | None:
         if schema_id in self._plans:
             return self._plans[schema_id]
         value_schema = self.decoder.serde.registry.schema(schema_id)
-        spec = native_collapse.plan_spec(schema_id, value_schema)
         plan = None
-        if spec is not None:
-            try:
-                plan = native_collapse.Plan(spec)
-            except ValueError as exc:  # a mismatch between the two sides: Python decodes
-                log.warning("native sink path off for schema %d: %s", schema_id, exc)
+        try:
+            plan = self.output.plan(schema_id, value_schema)
+        except ValueError as exc:  # a mismatch between the two sides: Python decodes
+            log.warning("native sink path off for schema %d: %s", schema_id, exc)
         self._plans[schema_id] = plan
         return plan
 
@@ -86,12 +157,14 @@ class NativeBatcher:
         if plan is None:
             return None
         part = NativePart(topic, self.decoder.table_schema(topic, schema_id))
+        if self.accepts is not None and not self.accepts(part.schema.table):
+            return None
         by_partition: dict[int, list[Message]] = {}
         for m in messages:
             by_partition.setdefault(m.partition() or 0, []).append(m)
         for partition, partition_messages in by_partition.items():
             values = [v for m in partition_messages if (v := m.value()) is not None]
-            result = native_collapse.collapse(
+            result = self.output.collapse(
                 plan, part.schema.column_names, values, self.deleted_group, self.upsert_group
             )
             if isinstance(result, native_collapse.Fallback):
@@ -120,10 +193,19 @@ def add_native(batch: CollapsedBatch, parts: list[NativePart]) -> None:
         batch.events += part.events
 
 
-def native_batcher(task: TaskConfig, decoder: RecordDecoder) -> NativeBatcher | None:
-    """The native path of a PostgreSQL target, when the library is built (else None)."""
+def native_batcher(
+    task: TaskConfig, decoder: RecordDecoder, target: object = None
+) -> NativeBatcher | None:
+    """The native path of a PostgreSQL or MySQL/MariaDB target, when the library is built
+    (else None). `target` (the sink) may say which tables it takes natively
+    (`takes_native(table)`)."""
+    accepts = getattr(target, "takes_native", None)
+    if task.target.engine == "mysql" and native_mysql.available():
+        from consumers.mysql_load import DELETED_GROUP, UPSERT_GROUP
+
+        return NativeBatcher(decoder, DELETED_GROUP, UPSERT_GROUP, LoadDataOutput(), accepts)
     if task.target.engine != "postgres" or not native_collapse.available():
         return None
     from consumers.postgres_sink import DELETED_GROUP, NATIVE_GROUP
 
-    return NativeBatcher(decoder, DELETED_GROUP, NATIVE_GROUP)
+    return NativeBatcher(decoder, DELETED_GROUP, NATIVE_GROUP, CopyOutput(), accepts)

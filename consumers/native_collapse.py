@@ -172,7 +172,7 @@ def collapse(
         if r.status != 0:
             return Fallback(r.status == 2, int(r.at))
         copy = ctypes.string_at(r.copy_ptr, r.copy_len) if r.copy_len else b""
-        rows = CopyRows(columns, copy, int(r.upserts), int(r.deletes))
+        rows = CopyRows(columns, copy, int(r.upserts), int(r.deletes), bool(r.inserts_only))
         return rows, (int(r.max_ts) if r.has_ts else None)
     finally:
         _LIB.hw_result_free(result)

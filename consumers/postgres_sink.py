@@ -74,6 +74,15 @@ def _upsert_groups(changes: TableChanges) -> list[tuple[frozenset[str], list[Ups
     return sorted(groups.items(), key=lambda g: -len(g[0]))
 
 
+_NATIVE_PREFIX = f"{NATIVE_GROUP}\t".encode()
+
+
+def _without_group(copy: bytes) -> bytes:
+    """Native COPY rows of upserts without their leading group column (a raw newline only
+    ends a row in COPY text: one inside a value is written as an escape)."""
+    return copy[len(_NATIVE_PREFIX) :].replace(b"\n" + _NATIVE_PREFIX, b"\n")
+
+
 def _key_match(left: str, right: str, keys: tuple[str, ...]) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{}.{} = {}.{}").format(
@@ -188,12 +197,36 @@ class PostgresSink(SinkBase[PgConnection]):
         """A table with rows the native path wrote: no keys to bisect, so a refused record
         sends the whole batch back to the Python path (NativeRefused), which finds it."""
         try:
-            self._write_table(raw, target, changes)
+            if not self._inserted_directly(raw, target, changes):
+                self._write_table(raw, target, changes)
         except psycopg.Error as exc:
             if is_record_error(exc):
                 raise NativeRefused(f"{target}: {_one_line(exc)}") from exc
             self._apply_failed(exc, str(target), refused=False)
         return []
+
+    def _inserted_directly(self, raw: PgConnection, target: TableId, changes: TableChanges) -> bool:
+        """Rows that only inserts made (a full load, an append-only stream) COPY'd straight
+        into the target, skipping the stage and ON CONFLICT; False, with nothing written,
+        when the batch has anything else or a row is already there (a resent batch)."""
+        if changes.truncated or changes.changes or changes.rows:
+            return False
+        copied = [c for c in changes.copied if c.copy]
+        if not copied or not all(c.inserts_only and c.deletes == 0 for c in copied):
+            return False
+        if not all(c.copy.startswith(_NATIVE_PREFIX) for c in copied):
+            return False
+        try:
+            with raw.transaction():  # a savepoint
+                for rows in copied:
+                    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                        qualified(target), _names(rows.columns)
+                    )
+                    with raw.cursor() as cur, cur.copy(statement) as copy:
+                        copy.write(_without_group(rows.copy))
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
 
     def _write_table(self, raw: PgConnection, target: TableId, changes: TableChanges) -> None:
         schema = changes.schema

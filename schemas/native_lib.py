@@ -29,6 +29,7 @@ class CollapseResult(ctypes.Structure):
         ("at", ctypes.c_uint64),
         ("copy_ptr", ctypes.c_void_p),
         ("copy_len", ctypes.c_size_t),
+        ("inserts_only", ctypes.c_int32),
     ]
 
 

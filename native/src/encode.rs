@@ -28,7 +28,10 @@ pub struct EncPlan {
 }
 
 pub fn parse_enc_spec(spec: &str) -> Option<EncPlan> {
-    let mut plan = EncPlan { cols: Vec::new(), key: Vec::new() };
+    let mut plan = EncPlan {
+        cols: Vec::new(),
+        key: Vec::new(),
+    };
     for line in spec.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
@@ -139,10 +142,16 @@ fn float(text: &[u8]) -> Res<f64> {
         b"-Infinity" => Ok(f64::NEG_INFINITY),
         _ => {
             // Only what float8out/float4out write: digits, sign, point, exponent.
-            if !text.iter().all(|b| b.is_ascii_digit() || b"+-.eE".contains(b)) {
+            if !text
+                .iter()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(b))
+            {
                 return Err(Fallback);
             }
-            std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()).ok_or(Fallback)
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or(Fallback)
         }
     }
 }
@@ -187,7 +196,11 @@ fn date_days(text: &[u8]) -> Res<i64> {
     if text.len() != 10 || text[4] != b'-' || text[7] != b'-' {
         return Err(Fallback);
     }
-    let (y, m, d) = (digits(&text[..4])?, digits(&text[5..7])?, digits(&text[8..])?);
+    let (y, m, d) = (
+        digits(&text[..4])?,
+        digits(&text[5..7])?,
+        digits(&text[8..])?,
+    );
     if y < 1 || !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
         return Err(Fallback);
     }
@@ -208,14 +221,21 @@ fn time_micros(text: &[u8]) -> Res<(i64, &[u8])> {
     if text.len() < 8 || text[2] != b':' || text[5] != b':' {
         return Err(Fallback);
     }
-    let (h, m, s) = (digits(&text[..2])?, digits(&text[3..5])?, digits(&text[6..8])?);
+    let (h, m, s) = (
+        digits(&text[..2])?,
+        digits(&text[3..5])?,
+        digits(&text[6..8])?,
+    );
     if h > 23 || m > 59 || s > 59 {
         return Err(Fallback); // 24:00:00 and leap seconds: Python refuses them
     }
     let mut micros = ((h * 60 + m) * 60 + s) * 1_000_000;
     let mut rest = &text[8..];
     if rest.first() == Some(&b'.') {
-        let end = rest[1..].iter().position(|b| !b.is_ascii_digit()).map_or(rest.len(), |p| p + 1);
+        let end = rest[1..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .map_or(rest.len(), |p| p + 1);
         let frac = &rest[1..end];
         if frac.is_empty() || frac.len() > 6 {
             return Err(Fallback);
@@ -236,7 +256,13 @@ fn timestamp_micros(text: &[u8], with_zone: bool) -> Res<i64> {
     }
     let days = date_days(&text[..10])?;
     let (micros, rest) = time_micros(&text[11..])?;
-    let offset = if with_zone { zone_seconds(rest)? } else if rest.is_empty() { 0 } else { return Err(Fallback) };
+    let offset = if with_zone {
+        zone_seconds(rest)?
+    } else if rest.is_empty() {
+        0
+    } else {
+        return Err(Fallback);
+    };
     Ok(days * 86_400_000_000 + micros - offset * 1_000_000)
 }
 
@@ -338,7 +364,12 @@ pub fn encode_rows(
     prefix: &[u8],
     suffix: &[u8],
 ) -> Result<Encoded, u64> {
-    let mut enc = Encoded { buf: Vec::with_capacity(data.len() * 2), ends: Vec::new(), rows: 0, consumed: 0 };
+    let mut enc = Encoded {
+        buf: Vec::with_capacity(data.len() * 2),
+        ends: Vec::new(),
+        rows: 0,
+        consumed: 0,
+    };
     let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(plan.cols.len());
     let mut scratch: Vec<Vec<u8>> = vec![Vec::new(); plan.cols.len()];
     let mut row_bytes = Vec::with_capacity(256);
@@ -409,9 +440,18 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(timestamp_micros(b"1970-01-01 00:00:00+00", true).ok(), Some(0));
-        assert_eq!(timestamp_micros(b"1970-01-01 01:00:00.5+01", true).ok(), Some(500_000));
-        assert_eq!(timestamp_micros(b"1969-12-31 23:59:59.999999", false).ok(), Some(-1));
+        assert_eq!(
+            timestamp_micros(b"1970-01-01 00:00:00+00", true).ok(),
+            Some(0)
+        );
+        assert_eq!(
+            timestamp_micros(b"1970-01-01 01:00:00.5+01", true).ok(),
+            Some(500_000)
+        );
+        assert_eq!(
+            timestamp_micros(b"1969-12-31 23:59:59.999999", false).ok(),
+            Some(-1)
+        );
         assert!(timestamp_micros(b"0044-03-15 00:00:00 BC", false).is_err());
         assert!(time_micros(b"24:00:00").is_err());
     }
@@ -419,6 +459,9 @@ mod tests {
     #[test]
     fn copy_escapes() {
         let mut scratch = Vec::new();
-        assert_eq!(unescape(b"a\\tb\\\\c\\n", &mut scratch).ok(), Some(&b"a\tb\\c\n"[..]));
+        assert_eq!(
+            unescape(b"a\\tb\\\\c\\n", &mut scratch).ok(),
+            Some(&b"a\tb\\c\n"[..])
+        );
     }
 }

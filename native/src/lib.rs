@@ -266,7 +266,11 @@ fn read_row<'a>(r: &mut Reader<'a>, plan: &Plan) -> Res<Option<Row<'a>>> {
     }
     let mut row = Vec::with_capacity(plan.cols.len());
     for &col in &plan.cols {
-        row.push(if r.present()? { Some(r.col_value(col)?) } else { None });
+        row.push(if r.present()? {
+            Some(r.col_value(col)?)
+        } else {
+            None
+        });
     }
     Ok(Some(row))
 }
@@ -279,7 +283,10 @@ fn read_event<'a>(message: &'a [u8], plan: &Plan) -> Res<Event<'a>> {
     if schema_id != plan.schema_id {
         return Err(Fail::Fallback);
     }
-    let mut r = Reader { data: message, pos: 5 };
+    let mut r = Reader {
+        data: message,
+        pos: 5,
+    };
     let before = read_row(&mut r, plan)?;
     let after = read_row(&mut r, plan)?;
     let mut ts = 0;
@@ -307,7 +314,12 @@ fn read_event<'a>(message: &'a [u8], plan: &Plan) -> Res<Event<'a>> {
     if r.pos != message.len() {
         return Err(Fail::Fallback);
     }
-    Ok(Event { op, before, after, ts })
+    Ok(Event {
+        op,
+        before,
+        after,
+        ts,
+    })
 }
 
 /// The identity of a row by its key columns' bytes; None when a key column is null.
@@ -335,6 +347,8 @@ struct Collapsed<'a> {
     index: HashMap<Vec<u8>, usize>,
     entries: Vec<Net<'a>>,
     max_ts: Option<i64>,
+    /// An update or a delete was seen: the net changes may touch rows the target has.
+    changed: bool,
 }
 
 impl<'a> Collapsed<'a> {
@@ -352,6 +366,7 @@ impl<'a> Collapsed<'a> {
     /// the key deletes the old one.
     fn add(&mut self, event: Event<'a>, plan: &Plan, key: &mut Vec<u8>) -> Res<()> {
         self.max_ts = Some(self.max_ts.map_or(event.ts, |m| m.max(event.ts)));
+        self.changed |= matches!(event.op, b'u' | b'd');
         if event.op == b'd' {
             let before = event.before.ok_or(Fail::Fallback)?;
             if !key_of(&before, plan, key) {
@@ -434,15 +449,25 @@ fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
 fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
     let secs = micros / 1_000_000;
     let frac = micros % 1_000_000;
-    write!(out, "{:02}:{:02}:{:02}.{frac:06}", secs / 3600, secs / 60 % 60, secs % 60)
-        .map_err(|_| Fail::Malformed)
+    write!(
+        out,
+        "{:02}:{:02}:{:02}.{frac:06}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+    .map_err(|_| Fail::Malformed)
 }
 
 fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32) -> Res<()> {
     if raw.len() > 16 {
         return Err(Fail::Fallback);
     }
-    let mut value: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
+    let mut value: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) {
+        -1
+    } else {
+        0
+    };
     for &b in raw {
         value = (value << 8) | i128::from(b);
     }
@@ -467,7 +492,11 @@ fn write_float(out: &mut Vec<u8>, value: f64, text: String) {
     if value.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if value.is_infinite() {
-        out.extend_from_slice(if value > 0.0 { b"Infinity" } else { b"-Infinity" });
+        out.extend_from_slice(if value > 0.0 {
+            b"Infinity"
+        } else {
+            b"-Infinity"
+        });
     } else {
         out.extend_from_slice(text.as_bytes());
     }
@@ -573,7 +602,13 @@ pub fn collapse_to_copy(
     }
     let (copy, upserts, deletes) =
         write_rows(&collapsed, plan, deleted_group, upsert_group).map_err(|f| (code(f), 0))?;
-    Ok(CopyBatch { copy, upserts, deletes, max_ts: collapsed.max_ts })
+    Ok(CopyBatch {
+        copy,
+        upserts,
+        deletes,
+        max_ts: collapsed.max_ts,
+        inserts_only: !collapsed.changed,
+    })
 }
 
 pub struct CopyBatch {
@@ -581,9 +616,14 @@ pub struct CopyBatch {
     pub upserts: u64,
     pub deletes: u64,
     pub max_ts: Option<i64>,
+    /// Only inserts and snapshot reads: the rows may go straight into the target table.
+    pub inserts_only: bool,
 }
 
 // --- C ABI ----------------------------------------------------------------------------------
+
+/// The same collapse written as LOAD DATA rows for a MySQL/MariaDB target.
+pub mod mysql;
 
 /// What `hw_collapse` hands back; Python reads the leading fields (ctypes) and frees it.
 #[repr(C)]
@@ -598,6 +638,8 @@ pub struct HwResult {
     pub at: u64,
     pub copy_ptr: *const u8,
     pub copy_len: usize,
+    /// 1 when every event was an insert or a snapshot read.
+    pub inserts_only: i32,
     copy: Vec<u8>,
 }
 
@@ -640,6 +682,24 @@ pub unsafe extern "C" fn hw_collapse(
     deleted_group: i64,
     upsert_group: i64,
 ) -> *mut HwResult {
+    collapse_abi(!plan.is_null(), data, data_len, ends, n, |messages| {
+        collapse_to_copy(&*plan, messages, deleted_group, upsert_group)
+    })
+}
+
+/// What both collapse functions share: the messages cut from `data` at `ends`, `run` over
+/// them, and the result handed to Python (status 2 when the framing is wrong).
+///
+/// # Safety
+/// `data` readable for `data_len` bytes; `ends` for `n` values.
+pub(crate) unsafe fn collapse_abi(
+    ready: bool,
+    data: *const u8,
+    data_len: usize,
+    ends: *const u64,
+    n: usize,
+    run: impl FnOnce(&[&[u8]]) -> Result<CopyBatch, (i32, u64)>,
+) -> *mut HwResult {
     let mut result = HwResult {
         status: 2,
         has_ts: 0,
@@ -649,11 +709,20 @@ pub unsafe extern "C" fn hw_collapse(
         at: 0,
         copy_ptr: std::ptr::null(),
         copy_len: 0,
+        inserts_only: 0,
         copy: Vec::new(),
     };
-    if !plan.is_null() && (n == 0 || (!data.is_null() && !ends.is_null())) {
-        let bytes: &[u8] = if data_len == 0 { &[] } else { std::slice::from_raw_parts(data, data_len) };
-        let ends: &[u64] = if n == 0 { &[] } else { std::slice::from_raw_parts(ends, n) };
+    if ready && (n == 0 || (!data.is_null() && !ends.is_null())) {
+        let bytes: &[u8] = if data_len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(data, data_len)
+        };
+        let ends: &[u64] = if n == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(ends, n)
+        };
         let mut messages = Vec::with_capacity(n);
         let mut start = 0usize;
         let mut framed = true;
@@ -667,13 +736,14 @@ pub unsafe extern "C" fn hw_collapse(
             start = end;
         }
         if framed {
-            match collapse_to_copy(&*plan, &messages, deleted_group, upsert_group) {
+            match run(&messages) {
                 Ok(batch) => {
                     result.status = 0;
                     result.has_ts = i32::from(batch.max_ts.is_some());
                     result.max_ts = batch.max_ts.unwrap_or(0);
                     result.upserts = batch.upserts;
                     result.deletes = batch.deletes;
+                    result.inserts_only = i32::from(batch.inserts_only);
                     result.copy = batch.copy;
                 }
                 Err((status, at)) => {
@@ -725,7 +795,10 @@ pub unsafe extern "C" fn hw_enc_plan_new(spec: *const u8, len: usize) -> *mut en
         return std::ptr::null_mut();
     }
     let bytes = std::slice::from_raw_parts(spec, len);
-    match std::str::from_utf8(bytes).ok().and_then(encode::parse_enc_spec) {
+    match std::str::from_utf8(bytes)
+        .ok()
+        .and_then(encode::parse_enc_spec)
+    {
         Some(plan) => Box::into_raw(Box::new(plan)),
         None => std::ptr::null_mut(),
     }
@@ -862,6 +935,7 @@ mod tests {
         assert_eq!(plan.schema_id, 7);
         assert_eq!(plan.cols, vec![Col::Long, Col::Str, Col::Decimal(2)]);
         assert!(parse_spec("id 7\nsource l\nts 0\ncols d\nkey 0\n").is_none()); // float key
-        assert!(parse_spec("id 7\nsource ?l\nts 0\ncols l\nkey 0\n").is_none()); // nullable ts
+        assert!(parse_spec("id 7\nsource ?l\nts 0\ncols l\nkey 0\n").is_none());
+        // nullable ts
     }
 }

@@ -1,0 +1,413 @@
+//! The MySQL/MariaDB output of the native sink path: the same decode and collapse as the
+//! PostgreSQL one (lib.rs), written as the text rows `LOAD DATA LOCAL INFILE` reads (tab
+//! separated, `\N` for null, backslash escapes) for the sink's staging table.
+//!
+//! Each value is written as the Python path binds it for MariaDB (consumers/mysql_target.py
+//! and PyMySQL's literals): booleans as 1/0, timestamps as their UTC wall time, uuids in their
+//! canonical lower-case form, decimals with exactly their scale. Whatever the Python path
+//! would write differently or refuse (PostgreSQL infinities, NaN and infinite floats, a
+//! decimal with more digits than its precision, a uuid in another spelling) answers
+//! "fallback", so the Python path decides it.
+
+use std::io::Write;
+
+use super::{
+    civil, collapse_abi, parse_spec, read_event, zigzag, Col, Collapsed, CopyBatch, Fail, HwResult,
+    Plan, Res,
+};
+
+/// How a column's value differs for MySQL from its Avro type alone.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Plain,
+    /// A `string` of logicalType uuid: Python rebuilds it as uuid.UUID, then str().
+    Uuid,
+    /// A decimal of this precision: Python's decoder rounds to it.
+    Precision(u32),
+}
+
+/// A plan of lib.rs plus how each column is written for MySQL.
+#[derive(Debug)]
+pub struct MysqlPlan {
+    base: Plan,
+    kinds: Vec<Kind>,
+}
+
+/// The lib.rs spec, plus a line `mysql <kind per column>`: `.` plain, `u` uuid, `p<N>` a
+/// decimal of precision N.
+fn parse_mysql_spec(spec: &str) -> Option<MysqlPlan> {
+    let mut base = String::with_capacity(spec.len());
+    let mut kinds = None;
+    for line in spec.lines() {
+        match line.strip_prefix("mysql") {
+            Some(rest) => {
+                let mut found = Vec::new();
+                for w in rest.split_whitespace() {
+                    found.push(match w {
+                        "." => Kind::Plain,
+                        "u" => Kind::Uuid,
+                        _ => Kind::Precision(w.strip_prefix('p')?.parse().ok()?),
+                    });
+                }
+                kinds = Some(found);
+            }
+            None => {
+                base.push_str(line);
+                base.push('\n');
+            }
+        }
+    }
+    let base = parse_spec(&base)?;
+    let kinds = kinds?;
+    let fits = kinds.len() == base.cols.len()
+        && kinds.iter().zip(&base.cols).all(|(k, c)| match k {
+            Kind::Plain => true,
+            Kind::Uuid => *c == Col::Str,
+            Kind::Precision(p) => matches!(c, Col::Decimal(_)) && *p >= 1,
+        });
+    fits.then_some(MysqlPlan { base, kinds })
+}
+
+/// LOAD DATA's default escapes (FIELDS ESCAPED BY '\\'): the separators, the escape itself,
+/// and NUL and CR so the file reads back byte for byte.
+fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    for &b in text {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0 => out.extend_from_slice(b"\\0"),
+            _ => out.push(b),
+        }
+    }
+}
+
+fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
+    let (y, m, d) = civil(days);
+    if !(1..=9999).contains(&y) {
+        return Err(Fail::Fallback); // outside what Python's date holds
+    }
+    write!(out, "{y:04}-{m:02}-{d:02}").map_err(|_| Fail::Malformed)
+}
+
+fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
+    let secs = micros / 1_000_000;
+    let frac = micros % 1_000_000;
+    write!(
+        out,
+        "{:02}:{:02}:{:02}.{frac:06}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+    .map_err(|_| Fail::Malformed)
+}
+
+/// A double as PyMySQL binds a Python float: the shortest digits that read back the same
+/// value (MariaDB reads the same double from them); NaN and infinities are refused there.
+fn write_double(out: &mut Vec<u8>, value: f64) -> Res<()> {
+    if !value.is_finite() {
+        return Err(Fail::Fallback);
+    }
+    write!(out, "{value:e}").map_err(|_| Fail::Malformed)
+}
+
+fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32, precision: u32) -> Res<()> {
+    if raw.len() > 16 {
+        return Err(Fail::Fallback);
+    }
+    let mut value: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) {
+        -1
+    } else {
+        0
+    };
+    for &b in raw {
+        value = (value << 8) | i128::from(b);
+    }
+    let digits = value.unsigned_abs().to_string();
+    if digits.len() > precision as usize {
+        return Err(Fail::Fallback); // Python's decoder rounds it to the precision
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    let scale = scale as usize;
+    if scale == 0 {
+        out.extend_from_slice(digits.as_bytes());
+    } else {
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (int, frac) = padded.split_at(padded.len() - scale);
+        out.extend_from_slice(int.as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(frac.as_bytes());
+    }
+    Ok(())
+}
+
+/// A uuid in its canonical 8-4-4-4-12 form, lower-cased as str(uuid.UUID(...)) writes it;
+/// other spellings Python accepts are left to Python.
+fn write_uuid(out: &mut Vec<u8>, raw: &[u8]) -> Res<()> {
+    let canonical = raw.len() == 36
+        && raw.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    if !canonical {
+        return Err(Fail::Fallback);
+    }
+    out.extend(raw.iter().map(u8::to_ascii_lowercase));
+    Ok(())
+}
+
+fn write_value(out: &mut Vec<u8>, col: Col, kind: Kind, raw: &[u8]) -> Res<()> {
+    match col {
+        Col::Long => write!(out, "{}", zigzag(raw)?).map_err(|_| Fail::Malformed)?,
+        // The Python decoder reads `byte == 1`; PyMySQL binds True/False as 1/0.
+        Col::Bool => out.push(if raw == [1] { b'1' } else { b'0' }),
+        Col::Float => {
+            let v = f32::from_le_bytes(raw.try_into().map_err(|_| Fail::Malformed)?);
+            write_double(out, f64::from(v))?;
+        }
+        Col::Double => write_double(
+            out,
+            f64::from_le_bytes(raw.try_into().map_err(|_| Fail::Malformed)?),
+        )?,
+        Col::Str => {
+            if std::str::from_utf8(raw).is_err() {
+                return Err(Fail::Fallback); // the Python path reports the bad message
+            }
+            if kind == Kind::Uuid {
+                write_uuid(out, raw)?;
+            } else {
+                write_escaped(out, raw);
+            }
+        }
+        Col::Bytes => write_escaped(out, raw),
+        Col::Decimal(scale) => match kind {
+            Kind::Precision(p) => write_decimal(out, raw, scale, p)?,
+            _ => return Err(Fail::Fallback),
+        },
+        Col::Date => match zigzag(raw)? {
+            // PostgreSQL's infinities: the Python path binds them as numbers MariaDB refuses.
+            v if v == i64::from(i32::MAX) || v == i64::from(i32::MIN) => {
+                return Err(Fail::Fallback)
+            }
+            v => write_date(out, v)?,
+        },
+        Col::Time => {
+            let v = zigzag(raw)?;
+            if !(0..86_400_000_000).contains(&v) {
+                return Err(Fail::Fallback);
+            }
+            write_time_of_day(out, v)?;
+        }
+        // Both as the UTC wall time: DATETIME has no zone (consumers/mysql_target._utc_naive).
+        Col::Timestamp | Col::LocalTimestamp => match zigzag(raw)? {
+            i64::MAX | i64::MIN => return Err(Fail::Fallback),
+            v => {
+                write_date(out, v.div_euclid(86_400_000_000))?;
+                out.push(b' ');
+                write_time_of_day(out, v.rem_euclid(86_400_000_000))?;
+            }
+        },
+    }
+    Ok(())
+}
+
+fn write_rows(
+    c: &Collapsed,
+    plan: &MysqlPlan,
+    deleted: i64,
+    upserted: i64,
+) -> Res<(Vec<u8>, u64, u64)> {
+    let cols = &plan.base.cols;
+    let mut out = Vec::with_capacity(c.entries.len() * (8 + 16 * cols.len()));
+    let (mut upserts, mut deletes) = (0, 0);
+    for entry in &c.entries {
+        if entry.delete {
+            deletes += 1;
+            write!(out, "{deleted}").map_err(|_| Fail::Malformed)?;
+        } else {
+            upserts += 1;
+            write!(out, "{upserted}").map_err(|_| Fail::Malformed)?;
+        }
+        for (i, (&col, &kind)) in cols.iter().zip(&plan.kinds).enumerate() {
+            out.push(b'\t');
+            let written = !entry.delete || plan.base.key.contains(&i);
+            match entry.row[i] {
+                Some(raw) if written => write_value(&mut out, col, kind, raw)?,
+                _ => out.extend_from_slice(b"\\N"),
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok((out, upserts, deletes))
+}
+
+pub struct LoadBatch {
+    pub rows: Vec<u8>,
+    pub upserts: u64,
+    pub deletes: u64,
+    pub max_ts: Option<i64>,
+}
+
+/// Collapse the messages of one partition (offset order) and write their net changes as
+/// LOAD DATA rows `(group, columns...)`; deletes carry only the key.
+pub fn collapse_to_load(
+    plan: &MysqlPlan,
+    messages: &[&[u8]],
+    deleted_group: i64,
+    upsert_group: i64,
+) -> Result<LoadBatch, (i32, u64)> {
+    let mut collapsed = Collapsed::default();
+    let mut key = Vec::with_capacity(32);
+    let code = |f: Fail| match f {
+        Fail::Fallback => 1,
+        Fail::Malformed => 2,
+    };
+    for (i, message) in messages.iter().enumerate() {
+        read_event(message, &plan.base)
+            .and_then(|event| collapsed.add(event, &plan.base, &mut key))
+            .map_err(|f| (code(f), i as u64))?;
+    }
+    let (rows, upserts, deletes) =
+        write_rows(&collapsed, plan, deleted_group, upsert_group).map_err(|f| (code(f), 0))?;
+    Ok(LoadBatch {
+        rows,
+        upserts,
+        deletes,
+        max_ts: collapsed.max_ts,
+    })
+}
+
+// --- C ABI ----------------------------------------------------------------------------------
+
+/// A MySQL plan from its text spec; null when the spec is bad.
+///
+/// # Safety
+/// `spec` must point to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hw_mysql_plan_new(spec: *const u8, len: usize) -> *mut MysqlPlan {
+    if spec.is_null() {
+        return std::ptr::null_mut();
+    }
+    let bytes = std::slice::from_raw_parts(spec, len);
+    match std::str::from_utf8(bytes).ok().and_then(parse_mysql_spec) {
+        Some(plan) => Box::into_raw(Box::new(plan)),
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// `plan` must come from `hw_mysql_plan_new` and not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hw_mysql_plan_free(plan: *mut MysqlPlan) {
+    if !plan.is_null() {
+        drop(Box::from_raw(plan));
+    }
+}
+
+/// As `hw_collapse`, with LOAD DATA rows in the result's text (free it with
+/// `hw_result_free`).
+///
+/// # Safety
+/// `plan` from `hw_mysql_plan_new`; `data` readable for `data_len` bytes; `ends` for `n`.
+#[no_mangle]
+pub unsafe extern "C" fn hw_collapse_mysql(
+    plan: *const MysqlPlan,
+    data: *const u8,
+    data_len: usize,
+    ends: *const u64,
+    n: usize,
+    deleted_group: i64,
+    upsert_group: i64,
+) -> *mut HwResult {
+    collapse_abi(!plan.is_null(), data, data_len, ends, n, |messages| {
+        collapse_to_load(&*plan, messages, deleted_group, upsert_group).map(|batch| CopyBatch {
+            copy: batch.rows,
+            upserts: batch.upserts,
+            deletes: batch.deletes,
+            max_ts: batch.max_ts,
+            inserts_only: false, // LOAD DATA always goes through the stage
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zz(v: i64) -> Vec<u8> {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            if z < 0x80 {
+                out.push(z as u8);
+                return out;
+            }
+            out.push((z as u8 & 0x7F) | 0x80);
+            z >>= 7;
+        }
+    }
+
+    fn written(col: Col, kind: Kind, raw: &[u8]) -> Res<Vec<u8>> {
+        let mut out = Vec::new();
+        write_value(&mut out, col, kind, raw).map(|_| out)
+    }
+
+    #[test]
+    fn spec() {
+        let plan =
+            parse_mysql_spec("id 7\nsource l\nts 0\ncols l s D2\nkey 0\nmysql . u p12\n").unwrap();
+        assert_eq!(
+            plan.kinds,
+            vec![Kind::Plain, Kind::Uuid, Kind::Precision(12)]
+        );
+        assert!(parse_mysql_spec("id 7\nsource l\nts 0\ncols l s\nkey 0\n").is_none()); // no kinds
+        assert!(parse_mysql_spec("id 7\nsource l\nts 0\ncols l l\nkey 0\nmysql . u\n").is_none());
+        assert!(parse_mysql_spec("id 7\nsource l\nts 0\ncols l\nkey 0\nmysql . .\n").is_none());
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(written(Col::Bool, Kind::Plain, &[1]).unwrap(), b"1");
+        assert_eq!(written(Col::Bool, Kind::Plain, &[0]).unwrap(), b"0");
+        assert_eq!(
+            written(Col::Double, Kind::Plain, &1.5f64.to_le_bytes()).unwrap(),
+            b"1.5e0"
+        );
+        assert_eq!(
+            written(Col::Float, Kind::Plain, &1.1f32.to_le_bytes()).unwrap(),
+            b"1.100000023841858e0"
+        );
+        assert!(written(Col::Double, Kind::Plain, &f64::NAN.to_le_bytes()).is_err());
+        assert!(written(Col::Double, Kind::Plain, &f64::INFINITY.to_le_bytes()).is_err());
+        assert_eq!(
+            written(Col::Bytes, Kind::Plain, b"a\t\\\n\0\r").unwrap(),
+            b"a\\t\\\\\\n\\0\\r"
+        );
+        assert_eq!(
+            written(Col::Timestamp, Kind::Plain, &zz(-1)).unwrap(),
+            b"1969-12-31 23:59:59.999999"
+        );
+        assert!(written(Col::Timestamp, Kind::Plain, &zz(i64::MAX)).is_err());
+        assert!(written(Col::Date, Kind::Plain, &zz(i64::from(i32::MIN))).is_err());
+        assert_eq!(
+            written(Col::Decimal(2), Kind::Precision(3), &[0xFF, 0x85]).unwrap(),
+            b"-1.23"
+        );
+        assert!(written(Col::Decimal(2), Kind::Precision(2), &[0xFF, 0x85]).is_err());
+        let upper = b"0123ABCD-0123-4567-89ab-0123456789AB";
+        assert_eq!(
+            written(Col::Str, Kind::Uuid, upper).unwrap(),
+            b"0123abcd-0123-4567-89ab-0123456789ab"
+        );
+        assert!(written(
+            Col::Str,
+            Kind::Uuid,
+            b"{0123abcd-0123-4567-89ab-0123456789ab}"
+        )
+        .is_err());
+    }
+}
