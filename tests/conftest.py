@@ -36,6 +36,12 @@ def pg_databases(services: Endpoints) -> Iterator[tuple[str, str]]:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield _swap_db(services.postgres, names[0]), _swap_db(services.postgres, names[1])
     with psycopg.connect(services.postgres, autocommit=True) as admin:
+        # A producer a failed test left running holds its slot: end it, then drop the slot.
+        admin.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            "WHERE database = %s AND active",
+            (names[0],),
+        )
         admin.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
             "WHERE database = %s AND NOT active",

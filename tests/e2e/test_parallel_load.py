@@ -182,7 +182,10 @@ def test_killed_parallel_load_reads_only_unfinished_chunks_again(
     make_task: Callable[..., TaskConfig],
 ) -> None:
     rows = 100_000
-    task = make_task(source={"snapshot_workers": 2, "snapshot_chunk_rows": 4000})
+    # Small chunks: the native encoder reads a 4,000-row chunk in milliseconds, and the kill
+    # must land while most of the 100 chunks are still to come.
+    chunk_rows = 1000
+    task = make_task(source={"snapshot_workers": 2, "snapshot_chunk_rows": chunk_rows})
     with connect(task.source.url) as conn:
         conn.execute(TABLES_SQL[0])
         conn.execute(TABLES_SQL[1].replace("24000", str(rows)))
@@ -223,7 +226,7 @@ def test_killed_parallel_load_reads_only_unfinished_chunks_again(
     resumed = [key for key, kind in reads if kind == "incremental"]
     # Rows of finished chunks: read once, by the first run, never again.
     finished_keys = [k for k in range(3, rows * 3 + 1, 3) if in_runs(k, done_runs)]
-    assert len(finished_keys) >= 4 * 4000 * 0.9
+    assert len(finished_keys) >= 4 * chunk_rows * 0.9
     assert all(first_run[k] == 1 for k in finished_keys)
     assert not [k for k in resumed if in_runs(k, done_runs)]
     # Every other row came again from the resumed (incremental) load.
