@@ -125,22 +125,10 @@ def plan_spec(schema_id: int, value_schema: dict[str, Any]) -> str | None:
     )
 
 
-class Plan:
+class Plan(native_lib.NativePlan):
     """A loaded plan for one envelope schema id."""
 
-    def __init__(self, spec: str) -> None:
-        if _LIB is None:
-            raise RuntimeError("the native sink library is not loaded")
-        encoded = spec.encode()
-        handle = _LIB.hw_plan_new(encoded, len(encoded))
-        if not handle:
-            raise ValueError(f"the native library refused the plan {spec!r}")
-        self._handle: int = handle
-
-    def __del__(self) -> None:
-        if _LIB is not None and getattr(self, "_handle", None):
-            _LIB.hw_plan_free(self._handle)
-            self._handle = 0
+    _new, _free = "hw_plan_new", "hw_plan_free"
 
 
 @dataclass(frozen=True, slots=True)

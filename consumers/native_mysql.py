@@ -63,22 +63,10 @@ def plan_spec(schema_id: int, value_schema: dict[str, Any]) -> str | None:
     return base + "\nmysql " + " ".join(kinds)
 
 
-class MysqlPlan:
+class MysqlPlan(native_lib.NativePlan):
     """A loaded MySQL plan for one envelope schema id."""
 
-    def __init__(self, spec: str) -> None:
-        if _LIB is None:
-            raise RuntimeError("the native library with MySQL rows is not loaded")
-        encoded = spec.encode()
-        handle = _LIB.hw_mysql_plan_new(encoded, len(encoded))
-        if not handle:
-            raise ValueError(f"the native library refused the MySQL plan {spec!r}")
-        self._handle: int = handle
-
-    def __del__(self) -> None:
-        if _LIB is not None and getattr(self, "_handle", None):
-            _LIB.hw_mysql_plan_free(self._handle)
-            self._handle = 0
+    _new, _free = "hw_mysql_plan_new", "hw_mysql_plan_free"
 
 
 def plan(schema_id: int, value_schema: dict[str, Any]) -> MysqlPlan | None:

@@ -96,3 +96,25 @@ def _load() -> ctypes.CDLL | None:
 
 
 LIB = _load()
+
+
+class NativePlan:
+    """A plan the library built from a text spec, freed with the object. Subclasses name the
+    library's `new` and `free` functions."""
+
+    _new = ""
+    _free = ""
+
+    def __init__(self, spec: str) -> None:
+        if LIB is None:
+            raise RuntimeError("the native library is not loaded")
+        encoded = spec.encode()
+        handle = getattr(LIB, self._new)(encoded, len(encoded))
+        if not handle:
+            raise ValueError(f"the native library refused the plan {spec!r}")
+        self._handle: int = handle
+
+    def __del__(self) -> None:
+        if LIB is not None and getattr(self, "_handle", None):
+            getattr(LIB, self._free)(self._handle)
+            self._handle = 0

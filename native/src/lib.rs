@@ -649,13 +649,35 @@ pub struct HwResult {
 /// `spec` must point to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn hw_plan_new(spec: *const u8, len: usize) -> *mut Plan {
+    boxed_plan(spec, len, parse_spec)
+}
+
+/// A plan parsed from the text spec at `spec`, boxed for Python; null when it is bad.
+///
+/// # Safety
+/// `spec` must point to `len` readable bytes (or be null).
+pub(crate) unsafe fn boxed_plan<T>(
+    spec: *const u8,
+    len: usize,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> *mut T {
     if spec.is_null() {
         return std::ptr::null_mut();
     }
     let bytes = std::slice::from_raw_parts(spec, len);
-    match std::str::from_utf8(bytes).ok().and_then(parse_spec) {
+    match std::str::from_utf8(bytes).ok().and_then(parse) {
         Some(plan) => Box::into_raw(Box::new(plan)),
         None => std::ptr::null_mut(),
+    }
+}
+
+/// Free what `boxed_plan` (or a result constructor) boxed.
+///
+/// # Safety
+/// `ptr` must come from `Box::into_raw` and not be used afterwards.
+pub(crate) unsafe fn free_boxed<T>(ptr: *mut T) {
+    if !ptr.is_null() {
+        drop(Box::from_raw(ptr));
     }
 }
 
@@ -663,9 +685,7 @@ pub unsafe extern "C" fn hw_plan_new(spec: *const u8, len: usize) -> *mut Plan {
 /// `plan` must come from `hw_plan_new` and not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn hw_plan_free(plan: *mut Plan) {
-    if !plan.is_null() {
-        drop(Box::from_raw(plan));
-    }
+    free_boxed(plan)
 }
 
 /// Collapse `n` messages laid end to end in `data`; `ends[i]` is where message i ends.
@@ -762,9 +782,7 @@ pub(crate) unsafe fn collapse_abi(
 /// `result` must come from `hw_collapse` and not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn hw_result_free(result: *mut HwResult) {
-    if !result.is_null() {
-        drop(Box::from_raw(result));
-    }
+    free_boxed(result)
 }
 
 /// What `hw_encode` hands back (the full load's rows as Avro keys and values).
@@ -791,26 +809,14 @@ pub struct HwEncoded {
 /// `spec` must point to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn hw_enc_plan_new(spec: *const u8, len: usize) -> *mut encode::EncPlan {
-    if spec.is_null() {
-        return std::ptr::null_mut();
-    }
-    let bytes = std::slice::from_raw_parts(spec, len);
-    match std::str::from_utf8(bytes)
-        .ok()
-        .and_then(encode::parse_enc_spec)
-    {
-        Some(plan) => Box::into_raw(Box::new(plan)),
-        None => std::ptr::null_mut(),
-    }
+    boxed_plan(spec, len, encode::parse_enc_spec)
 }
 
 /// # Safety
 /// `plan` must come from `hw_enc_plan_new` and not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn hw_enc_plan_free(plan: *mut encode::EncPlan) {
-    if !plan.is_null() {
-        drop(Box::from_raw(plan));
-    }
+    free_boxed(plan)
 }
 
 unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
@@ -878,9 +884,7 @@ pub unsafe extern "C" fn hw_encode(
 /// `result` must come from `hw_encode` and not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn hw_encoded_free(result: *mut HwEncoded) {
-    if !result.is_null() {
-        drop(Box::from_raw(result));
-    }
+    free_boxed(result)
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 use std::io::Write;
 
 use super::{
-    civil, collapse_abi, parse_spec, read_event, zigzag, Col, Collapsed, CopyBatch, Fail, HwResult,
-    Plan, Res,
+    boxed_plan, civil, collapse_abi, free_boxed, parse_spec, read_event, zigzag, Col, Collapsed,
+    CopyBatch, Fail, HwResult, Plan, Res,
 };
 
 /// How a column's value differs for MySQL from its Avro type alone.
@@ -289,23 +289,14 @@ pub fn collapse_to_load(
 /// `spec` must point to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn hw_mysql_plan_new(spec: *const u8, len: usize) -> *mut MysqlPlan {
-    if spec.is_null() {
-        return std::ptr::null_mut();
-    }
-    let bytes = std::slice::from_raw_parts(spec, len);
-    match std::str::from_utf8(bytes).ok().and_then(parse_mysql_spec) {
-        Some(plan) => Box::into_raw(Box::new(plan)),
-        None => std::ptr::null_mut(),
-    }
+    boxed_plan(spec, len, parse_mysql_spec)
 }
 
 /// # Safety
 /// `plan` must come from `hw_mysql_plan_new` and not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn hw_mysql_plan_free(plan: *mut MysqlPlan) {
-    if !plan.is_null() {
-        drop(Box::from_raw(plan));
-    }
+    free_boxed(plan)
 }
 
 /// As `hw_collapse`, with LOAD DATA rows in the result's text (free it with

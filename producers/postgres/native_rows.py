@@ -63,22 +63,10 @@ def encoder_spec(schema: TableSchema) -> str | None:
     return f"cols {' '.join(codes)}\nkey {keys}"
 
 
-class RowEncoder:
+class RowEncoder(native_lib.NativePlan):
     """The library's encoder for one table shape."""
 
-    def __init__(self, spec: str) -> None:
-        if _LIB is None:
-            raise RuntimeError("the native library is not loaded")
-        encoded = spec.encode()
-        handle = _LIB.hw_enc_plan_new(encoded, len(encoded))
-        if not handle:
-            raise ValueError(f"the native library refused the encoder plan {spec!r}")
-        self._handle: int = handle
-
-    def __del__(self) -> None:
-        if _LIB is not None and getattr(self, "_handle", None):
-            _LIB.hw_enc_plan_free(self._handle)
-            self._handle = 0
+    _new, _free = "hw_enc_plan_new", "hw_enc_plan_free"
 
     def encode(self, data: bytes, frame: EnvelopeFrame) -> EncodedRows | None:
         """The complete lines of `data` encoded, or None when Python must take them."""
