@@ -148,11 +148,23 @@ def collapse(
 ) -> tuple[CopyRows, int | None] | Fallback:
     """Collapse the Avro envelopes `values` (one partition, offset order) to COPY rows, and
     the latest source commit time among them."""
+    return collapse_with("hw_collapse", plan, columns, values, deleted_group, upsert_group)
+
+
+def collapse_with(
+    function: str,
+    plan: native_lib.NativePlan,
+    columns: tuple[str, ...],
+    values: list[bytes],
+    deleted_group: int,
+    upsert_group: int,
+) -> tuple[CopyRows, int | None] | Fallback:
+    """Call the library's collapse `function` (COPY or LOAD DATA rows) on `values`."""
     assert _LIB is not None
     data = b"".join(values)
     ends = array("Q", accumulate(map(len, values)))
     ends_address = ends.buffer_info()[0] if values else None
-    result = _LIB.hw_collapse(
+    result = getattr(_LIB, function)(
         plan._handle, data, len(data), ends_address, len(values), deleted_group, upsert_group
     )
     try:

@@ -7,9 +7,6 @@ PyMySQL's literals). The library answers "fallback" for whatever it would write 
 
 from __future__ import annotations
 
-import ctypes
-from array import array
-from itertools import accumulate
 from typing import Any
 
 from consumers import native_collapse
@@ -17,27 +14,11 @@ from consumers.batch import CopyRows
 from consumers.native_collapse import Fallback
 from schemas import native_lib
 
-
-def _declare(lib: ctypes.CDLL | None) -> ctypes.CDLL | None:
-    """The library with the MySQL functions declared; None if not loaded or built before
-    them."""
-    if lib is None or not hasattr(lib, "hw_collapse_mysql"):
-        return None
-    p, size, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
-    lib.hw_mysql_plan_new.argtypes = [ctypes.c_char_p, size]
-    lib.hw_mysql_plan_new.restype = p
-    lib.hw_mysql_plan_free.argtypes = [p]
-    lib.hw_mysql_plan_free.restype = None
-    lib.hw_collapse_mysql.argtypes = [p, ctypes.c_char_p, size, p, size, i64, i64]
-    lib.hw_collapse_mysql.restype = ctypes.POINTER(native_lib.CollapseResult)
-    return lib
-
-
-_LIB = _declare(native_lib.LIB)
+_LIB = native_lib.LIB
 
 
 def available() -> bool:
-    """Whether the native library is loaded and writes MySQL rows."""
+    """Whether the native library is loaded."""
     return _LIB is not None
 
 
@@ -84,19 +65,6 @@ def collapse(
 ) -> tuple[CopyRows, int | None] | Fallback:
     """Collapse the Avro envelopes `values` (one partition, offset order) to LOAD DATA rows
     `(group, *columns)` in CopyRows.copy, and the latest source commit time among them."""
-    assert _LIB is not None
-    data = b"".join(values)
-    ends = array("Q", accumulate(map(len, values)))
-    ends_address = ends.buffer_info()[0] if values else None
-    result = _LIB.hw_collapse_mysql(
-        plan._handle, data, len(data), ends_address, len(values), deleted_group, upsert_group
+    return native_collapse.collapse_with(
+        "hw_collapse_mysql", plan, columns, values, deleted_group, upsert_group
     )
-    try:
-        r = result.contents
-        if r.status != 0:
-            return Fallback(r.status == 2, int(r.at))
-        text = ctypes.string_at(r.copy_ptr, r.copy_len) if r.copy_len else b""
-        rows = CopyRows(columns, text, int(r.upserts), int(r.deletes))
-        return rows, (int(r.max_ts) if r.has_ts else None)
-    finally:
-        _LIB.hw_result_free(result)

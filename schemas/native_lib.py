@@ -66,6 +66,12 @@ def _declare(lib: ctypes.CDLL) -> None:
             ctypes.POINTER(CollapseResult),
         ),
         "hw_result_free": ([ctypes.POINTER(CollapseResult)], None),
+        "hw_mysql_plan_new": ([ctypes.c_char_p, size], p),
+        "hw_mysql_plan_free": ([p], None),
+        "hw_collapse_mysql": (
+            [p, ctypes.c_char_p, size, p, size, i64, i64],
+            ctypes.POINTER(CollapseResult),
+        ),
         "hw_enc_plan_new": ([ctypes.c_char_p, size], p),
         "hw_enc_plan_free": ([p], None),
         "hw_encode": (

@@ -438,7 +438,7 @@ pub fn civil_days(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
+pub(crate) fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
     let (y, m, d) = civil(days);
     if !(1..=9999).contains(&y) {
         return Err(Fail::Fallback); // outside what the Python path can hold
@@ -446,7 +446,7 @@ fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
     write!(out, "{y:04}-{m:02}-{d:02}").map_err(|_| Fail::Malformed)
 }
 
-fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
+pub(crate) fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
     let secs = micros / 1_000_000;
     let frac = micros % 1_000_000;
     write!(
@@ -459,7 +459,9 @@ fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
     .map_err(|_| Fail::Malformed)
 }
 
-fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32) -> Res<()> {
+/// The unscaled two's-complement `raw` as decimal text with `scale` digits after the point;
+/// a fallback past `max_digits` (Python's decoder would round it to the precision).
+pub(crate) fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32, max_digits: u32) -> Res<()> {
     if raw.len() > 16 {
         return Err(Fail::Fallback);
     }
@@ -471,10 +473,13 @@ fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32) -> Res<()> {
     for &b in raw {
         value = (value << 8) | i128::from(b);
     }
+    let digits = value.unsigned_abs().to_string();
+    if digits.len() > max_digits as usize {
+        return Err(Fail::Fallback);
+    }
     if value < 0 {
         out.push(b'-');
     }
-    let digits = value.unsigned_abs().to_string();
     let scale = scale as usize;
     if scale == 0 {
         out.extend_from_slice(digits.as_bytes());
@@ -528,7 +533,7 @@ fn write_value(out: &mut Vec<u8>, col: Col, raw: &[u8]) -> Res<()> {
                 write!(out, "{b:02x}").map_err(|_| Fail::Malformed)?;
             }
         }
-        Col::Decimal(scale) => write_decimal(out, raw, scale)?,
+        Col::Decimal(scale) => write_decimal(out, raw, scale, 38)?,
         Col::Date => match zigzag(raw)? {
             v if v == i64::from(i32::MAX) => out.extend_from_slice(b"infinity"),
             v if v == i64::from(i32::MIN) => out.extend_from_slice(b"-infinity"),
@@ -589,6 +594,18 @@ pub fn collapse_to_copy(
     deleted_group: i64,
     upsert_group: i64,
 ) -> Result<CopyBatch, (i32, u64)> {
+    collapse_with(plan, messages, |c| {
+        write_rows(c, plan, deleted_group, upsert_group)
+    })
+}
+
+/// Decode and collapse `messages`, then write the net changes with `write` (COPY text for
+/// PostgreSQL, LOAD DATA text for MySQL): `(status, message index)` when Python must take them.
+pub(crate) fn collapse_with(
+    plan: &Plan,
+    messages: &[&[u8]],
+    write: impl FnOnce(&Collapsed) -> Res<(Vec<u8>, u64, u64)>,
+) -> Result<CopyBatch, (i32, u64)> {
     let mut collapsed = Collapsed::default();
     let mut key = Vec::with_capacity(32);
     let code = |f: Fail| match f {
@@ -600,8 +617,7 @@ pub fn collapse_to_copy(
             .and_then(|event| collapsed.add(event, plan, &mut key))
             .map_err(|f| (code(f), i as u64))?;
     }
-    let (copy, upserts, deletes) =
-        write_rows(&collapsed, plan, deleted_group, upsert_group).map_err(|f| (code(f), 0))?;
+    let (copy, upserts, deletes) = write(&collapsed).map_err(|f| (code(f), 0))?;
     Ok(CopyBatch {
         copy,
         upserts,
@@ -911,13 +927,13 @@ mod tests {
     #[test]
     fn decimals() {
         let mut out = Vec::new();
-        write_decimal(&mut out, &[0xFF, 0x85], 2).unwrap(); // -123
+        write_decimal(&mut out, &[0xFF, 0x85], 2, 38).unwrap(); // -123
         assert_eq!(out, b"-1.23");
         out.clear();
-        write_decimal(&mut out, &[0x05], 3).unwrap();
+        write_decimal(&mut out, &[0x05], 3, 38).unwrap();
         assert_eq!(out, b"0.005");
         out.clear();
-        write_decimal(&mut out, &[], 0).unwrap();
+        write_decimal(&mut out, &[], 0, 38).unwrap();
         assert_eq!(out, b"0");
     }
 

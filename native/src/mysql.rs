@@ -12,8 +12,8 @@
 use std::io::Write;
 
 use super::{
-    boxed_plan, civil, collapse_abi, free_boxed, parse_spec, read_event, zigzag, Col, Collapsed,
-    CopyBatch, Fail, HwResult, Plan, Res,
+    boxed_plan, collapse_abi, collapse_with, free_boxed, parse_spec, write_date, write_decimal,
+    write_time_of_day, zigzag, Col, Collapsed, Fail, HwResult, Plan, Res,
 };
 
 /// How a column's value differs for MySQL from its Avro type alone.
@@ -83,27 +83,6 @@ fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
     }
 }
 
-fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
-    let (y, m, d) = civil(days);
-    if !(1..=9999).contains(&y) {
-        return Err(Fail::Fallback); // outside what Python's date holds
-    }
-    write!(out, "{y:04}-{m:02}-{d:02}").map_err(|_| Fail::Malformed)
-}
-
-fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
-    let secs = micros / 1_000_000;
-    let frac = micros % 1_000_000;
-    write!(
-        out,
-        "{:02}:{:02}:{:02}.{frac:06}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-    .map_err(|_| Fail::Malformed)
-}
-
 /// A double as PyMySQL binds a Python float: the shortest digits that read back the same
 /// value (MariaDB reads the same double from them); NaN and infinities are refused there.
 fn write_double(out: &mut Vec<u8>, value: f64) -> Res<()> {
@@ -111,38 +90,6 @@ fn write_double(out: &mut Vec<u8>, value: f64) -> Res<()> {
         return Err(Fail::Fallback);
     }
     write!(out, "{value:e}").map_err(|_| Fail::Malformed)
-}
-
-fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32, precision: u32) -> Res<()> {
-    if raw.len() > 16 {
-        return Err(Fail::Fallback);
-    }
-    let mut value: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) {
-        -1
-    } else {
-        0
-    };
-    for &b in raw {
-        value = (value << 8) | i128::from(b);
-    }
-    let digits = value.unsigned_abs().to_string();
-    if digits.len() > precision as usize {
-        return Err(Fail::Fallback); // Python's decoder rounds it to the precision
-    }
-    if value < 0 {
-        out.push(b'-');
-    }
-    let scale = scale as usize;
-    if scale == 0 {
-        out.extend_from_slice(digits.as_bytes());
-    } else {
-        let padded = format!("{digits:0>width$}", width = scale + 1);
-        let (int, frac) = padded.split_at(padded.len() - scale);
-        out.extend_from_slice(int.as_bytes());
-        out.push(b'.');
-        out.extend_from_slice(frac.as_bytes());
-    }
-    Ok(())
 }
 
 /// A uuid in its canonical 8-4-4-4-12 form, lower-cased as str(uuid.UUID(...)) writes it;
@@ -245,42 +192,6 @@ fn write_rows(
     Ok((out, upserts, deletes))
 }
 
-pub struct LoadBatch {
-    pub rows: Vec<u8>,
-    pub upserts: u64,
-    pub deletes: u64,
-    pub max_ts: Option<i64>,
-}
-
-/// Collapse the messages of one partition (offset order) and write their net changes as
-/// LOAD DATA rows `(group, columns...)`; deletes carry only the key.
-pub fn collapse_to_load(
-    plan: &MysqlPlan,
-    messages: &[&[u8]],
-    deleted_group: i64,
-    upsert_group: i64,
-) -> Result<LoadBatch, (i32, u64)> {
-    let mut collapsed = Collapsed::default();
-    let mut key = Vec::with_capacity(32);
-    let code = |f: Fail| match f {
-        Fail::Fallback => 1,
-        Fail::Malformed => 2,
-    };
-    for (i, message) in messages.iter().enumerate() {
-        read_event(message, &plan.base)
-            .and_then(|event| collapsed.add(event, &plan.base, &mut key))
-            .map_err(|f| (code(f), i as u64))?;
-    }
-    let (rows, upserts, deletes) =
-        write_rows(&collapsed, plan, deleted_group, upsert_group).map_err(|f| (code(f), 0))?;
-    Ok(LoadBatch {
-        rows,
-        upserts,
-        deletes,
-        max_ts: collapsed.max_ts,
-    })
-}
-
 // --- C ABI ----------------------------------------------------------------------------------
 
 /// A MySQL plan from its text spec; null when the spec is bad.
@@ -315,12 +226,9 @@ pub unsafe extern "C" fn hw_collapse_mysql(
     upsert_group: i64,
 ) -> *mut HwResult {
     collapse_abi(!plan.is_null(), data, data_len, ends, n, |messages| {
-        collapse_to_load(&*plan, messages, deleted_group, upsert_group).map(|batch| CopyBatch {
-            copy: batch.rows,
-            upserts: batch.upserts,
-            deletes: batch.deletes,
-            max_ts: batch.max_ts,
-            inserts_only: false, // LOAD DATA always goes through the stage
+        let plan = &*plan;
+        collapse_with(&plan.base, messages, |c| {
+            write_rows(c, plan, deleted_group, upsert_group)
         })
     })
 }
