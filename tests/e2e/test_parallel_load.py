@@ -183,8 +183,8 @@ def test_killed_parallel_load_reads_only_unfinished_chunks_again(
 ) -> None:
     rows = 100_000
     # Small chunks: the native encoder reads a 4,000-row chunk in milliseconds, and the kill
-    # must land while most of the 100 chunks are still to come.
-    chunk_rows = 1000
+    # must land while most of the 500 chunks are still to come.
+    chunk_rows = 200
     task = make_task(source={"snapshot_workers": 2, "snapshot_chunk_rows": chunk_rows})
     with connect(task.source.url) as conn:
         conn.execute(TABLES_SQL[0])
