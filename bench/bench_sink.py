@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import random
-import resource
+import re
 import tempfile
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,6 +37,7 @@ from psycopg import sql
 
 from consumers.sink import SinkLoop
 from headwater.config import TaskConfig
+from headwater.gc_tuning import tune_gc
 from producers.event_writer import EventWriter
 from schemas.envelope import ChangeEvent, SourceInfo
 from schemas.registry import SchemaRegistry
@@ -117,6 +119,7 @@ def produce(task: TaskConfig, events: list[Event]) -> float:
 
 def _sink_child(task_data: dict[str, Any], events: int, out: Any) -> None:
     task = TaskConfig.model_validate(task_data)
+    tune_gc()  # as in a stage process (headwater/stages.py)
     stop = threading.Event()
     loop = SinkLoop(task, stop)
     first: list[float] = []
@@ -136,7 +139,9 @@ def _sink_child(task_data: dict[str, Any], events: int, out: Any) -> None:
     stop.set()
     thread.join(30)
     loop.close()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: the latter keeps the RSS of the forked parent (which holds
+    # every generated event) across the exec of a spawned child.
+    rss_mb = int(re.findall(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())[0]) / 1024
     out.put((elapsed, loop.events_applied, rss_mb))
 
 
@@ -278,13 +283,12 @@ def my_naive(db: str, events: list[Event]) -> float:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _task(name: str, prefix: str, engine: str, url: str, batch: int) -> TaskConfig:
+def _task(name: str, prefix: str, engine: str, url: str, batch: int | None) -> TaskConfig:
+    target: dict[str, Any] = {"engine": engine, "url": url}
+    if batch is not None:
+        target["batch_size"] = batch
     return TaskConfig.model_validate(
-        {
-            "name": name,
-            "kafka": {"topic_prefix": prefix},
-            "target": {"engine": engine, "url": url, "batch_size": batch, "batch_wait_s": 0.5},
-        }
+        {"name": name, "kafka": {"topic_prefix": prefix}, "target": target}
     )
 
 
@@ -317,7 +321,9 @@ def _print_target(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="target.batch_size (default: the task's)"
+    )
     parser.add_argument("--naive-sample", type=int, default=20_000)
     parser.add_argument("--skip", choices=["postgres", "mysql"], action="append", default=[])
     args = parser.parse_args()

@@ -63,7 +63,7 @@ class TargetConfig(_Model):
         default="dlq",
         description="a record the target refuses: to the `<prefix>.dlq` topic, or stop",
     )
-    batch_size: int = Field(default=5000, ge=1, le=200_000)
+    batch_size: int = Field(default=50_000, ge=1, le=200_000)
     batch_wait_s: float = Field(default=0.5, gt=0, le=60)
     # Sink processes `headwater run` starts, in one consumer group: more than one helps only
     # with kafka.partitions > 1 (a partition is applied by one sink at a time).

@@ -12,6 +12,7 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from headwater.config import TaskConfig
+from headwater.gc_tuning import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def run_stage(
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     task = TaskConfig.model_validate(task_data)
+    tune_gc()
     try:
         if stage_kind(name) == "transform":
             _transform(task, stop, name)

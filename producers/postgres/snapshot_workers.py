@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from headwater.config import TaskConfig
+from headwater.gc_tuning import tune_gc
 from producers.errors import SourceError
 from producers.event_writer import EventWriter
 from producers.postgres import native_rows, snapshot
@@ -89,6 +90,7 @@ def worker_main(
         level=setup.log_level, format="%(asctime)s snapshot-worker %(levelname)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call
+    tune_gc()
     try:
         _ChunkReader(setup, reports, stop).run(chunks)
     except Exception as exc:
