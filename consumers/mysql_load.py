@@ -2,6 +2,7 @@
 inside the batch's transaction: a temporary staging table typed like the target's columns,
 `LOAD DATA LOCAL INFILE` into it, then `DELETE ... JOIN` of the deleted keys and one
 `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE` of the upserted rows in their batch order.
+Rows of inserts only are first tried straight into the target, in a savepoint.
 
 `LOAD DATA LOCAL` turns the errors strict mode raises for a bad value into warnings (the
 server cannot stop the client's file midway), so a load with any warning or note counts as
@@ -91,13 +92,41 @@ def load_copied(
     stage = _stage_table(target, columns)
     # A failed attempt leaves the table behind; the next one drops it first.
     _create_stage(conn, target, stage, columns)
-    _load(conn, stage, columns, b"".join(rows.copy for rows in copied))
+    warned = _load(conn, stage, columns, b"".join(rows.copy for rows in copied))
+    if warned is not None:
+        raise LoadRefused(f"{stage.name}: {warned}")
     if any(rows.deletes for rows in copied):
         keys = [target.c[k] == stage.c[k] for k in schema.primary_key]
         conn.execute(sa.delete(target).where(*keys, stage.c[_GROUP] == DELETED_GROUP))
     if any(rows.upserts for rows in copied):
         conn.execute(_upsert(target, stage, schema, columns))
     conn.exec_driver_sql(f"DROP TEMPORARY TABLE {_name(conn, stage)}")
+
+
+def loaded_directly(conn: Connection, target: sa.Table, copied: list[CopyRows]) -> bool:
+    """Rows that only inserts made (a full load, an append-only stream) loaded straight
+    into the target, skipping the stage and ON DUPLICATE KEY UPDATE; False, with nothing
+    written, when the rows are not all inserts or the load warned (a key already there:
+    LOAD DATA LOCAL skips a duplicate with a warning; or a value the column cannot hold),
+    and the caller goes through the stage, which tells the cases apart."""
+    if not copied or not all(rows.inserts_only and rows.deletes == 0 for rows in copied):
+        return False
+    columns = copied[0].columns
+    if any(rows.columns != columns for rows in copied):
+        return False
+    text = b"".join(rows.copy for rows in copied)
+    savepoint = conn.begin_nested()
+    try:
+        # Each line starts with its group; a user variable takes it and drops it.
+        warned = _load(conn, target, columns, text, group="@headwater_group")
+    except BaseException:
+        savepoint.rollback()
+        raise
+    if warned is not None:
+        savepoint.rollback()
+        return False
+    savepoint.commit()
+    return True
 
 
 def _stage_table(target: sa.Table, columns: tuple[str, ...]) -> sa.Table:
@@ -132,10 +161,13 @@ def _create_stage(
     )
 
 
-def _load(conn: Connection, stage: sa.Table, columns: tuple[str, ...], text: bytes) -> None:
+def _load(
+    conn: Connection, table: sa.Table, columns: tuple[str, ...], text: bytes, group: str = ""
+) -> str | None:
+    """LOAD DATA `text` into `table`; the first warning or note it raised, if any."""
     quote = conn.dialect.identifier_preparer.quote
-    names = ", ".join(quote(c) for c in (_GROUP, *columns))
-    into = f"{_name(conn, stage)} CHARACTER SET utf8mb4 ({names})".replace("%", "%%")
+    names = ", ".join([group or quote(_GROUP), *(quote(c) for c in columns)])
+    into = f"{_name(conn, table)} CHARACTER SET utf8mb4 ({names})".replace("%", "%%")
     statement = "LOAD DATA LOCAL INFILE %s INTO TABLE " + into  # the path is bound
     fd, path = tempfile.mkstemp(prefix="headwater-load-", suffix=".tsv")
     try:
@@ -145,8 +177,7 @@ def _load(conn: Connection, stage: sa.Table, columns: tuple[str, ...], text: byt
         # Right after the load, so these are its warnings and notes (SHOW WARNINGS lists
         # notes too while sql_notes is on, the default).
         first = conn.exec_driver_sql("SHOW WARNINGS LIMIT 1").first()
-        if first is not None:
-            raise LoadRefused(f"{stage.name}: {first[2]}")
+        return None if first is None else str(first[2])
     finally:
         os.unlink(path)
 

@@ -13,7 +13,13 @@ from sqlalchemy.engine import Connection
 from consumers import native_mysql
 from consumers.batch import TableChanges
 from consumers.errors import is_record_error, mysql_code
-from consumers.mysql_load import LoadRefused, load_copied, loads_into, target_types
+from consumers.mysql_load import (
+    LoadRefused,
+    load_copied,
+    loaded_directly,
+    loads_into,
+    target_types,
+)
 from consumers.mysql_target import MySqlTarget
 from consumers.outcome import NativeRefused, Rejected
 from consumers.sql_sink import SqlSink
@@ -52,8 +58,12 @@ class MySqlSink(SqlSink):
             if not self._loads_into(conn, where, schema):
                 self._python_only.add(schema.table)
                 raise NativeRefused(f"{where[1]}: target column types the native path leaves")
+            target = self._dml_table(where, schema)
+            direct = not (changes.truncated or changes.rows or changes.changes)
+            if direct and loaded_directly(conn, target, changes.copied):
+                return []
             self._write(conn, where, changes)  # truncate, keyless rows, Python-decoded keys
-            load_copied(conn, self._dml_table(where, schema), schema, changes.copied)
+            load_copied(conn, target, schema, changes.copied)
         except LoadRefused as exc:
             raise NativeRefused(str(exc)) from exc
         except sa.exc.DBAPIError as exc:

@@ -33,6 +33,7 @@ from consumers.mysql_load import (
     UPSERT_GROUP,
     LoadRefused,
     load_copied,
+    loaded_directly,
     loads_into,
     target_types,
 )
@@ -265,7 +266,10 @@ def apply_native(
     assert not isinstance(result, Fallback), result
     copied, max_ts = result
     assert max_ts == max(1_700_000_000_000 + n for n in range(len(values)))
-    load_copied(conn, sink._dml_table(shape.native, shape.table), shape.table, [copied])
+    target = sink._dml_table(shape.native, shape.table)
+    # As MySqlSink does: rows of inserts only straight into the target first.
+    if not loaded_directly(conn, target, [copied]):
+        load_copied(conn, target, shape.table, [copied])
 
 
 def table_rows(conn: sa.Connection, name: str, shape: Shape = PG) -> list[tuple[Any, ...]]:
@@ -440,6 +444,40 @@ def test_a_value_the_target_cannot_hold_is_refused(
     values = [encode("c", None, {"id": 1, "code": "a", "label": "too long"}, 0)]
     with pytest.raises(LoadRefused, match="label"), conn.begin():
         apply_native(sink, conn, values)
+
+
+def test_inserts_of_keys_already_there_go_through_the_stage(
+    target: tuple[MySqlSink, sa.Connection],
+) -> None:
+    """An insert-only batch is loaded straight into the target unless a key is already
+    there (LOAD DATA LOCAL would skip it with a warning): then nothing of the direct load
+    stays and the stage upserts every row."""
+    sink, conn = target
+    table = sink._dml_table(PG.native, PG.table)
+    with conn.begin():
+        conn.execute(sa.delete(table))
+        first = native_collapse(
+            [encode("c", None, {"id": k, "code": "k", "label": "a"}, k) for k in (1, 2)]
+        )
+        assert loaded_directly(conn, table, [first[0]])
+    again = [encode("c", None, {"id": k, "code": "k", "label": "b"}, k) for k in (2, 3)]
+    with conn.begin():
+        copied = native_collapse(again)[0]
+        assert copied.inserts_only
+        assert not loaded_directly(conn, table, [copied])
+        assert [label(r) for r in table_rows_in(conn, PG.native[1])] == [(1, "a"), (2, "a")]
+        load_copied(conn, table, PG.table, [copied])
+    assert [label(r) for r in table_rows(conn, PG.native[1])] == [(1, "a"), (2, "b"), (3, "b")]
+
+
+def label(row: tuple[Any, ...]) -> tuple[Any, Any]:
+    return row[0], row[TABLE.column_names.index("label")]
+
+
+def table_rows_in(conn: sa.Connection, name: str) -> list[tuple[Any, ...]]:
+    """The rows of `name` inside the transaction `conn` is in."""
+    table = sa.Table(name, sa.MetaData(), *(sa.Column(c) for c in TABLE.column_names))
+    return [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))]
 
 
 @pytest.fixture
