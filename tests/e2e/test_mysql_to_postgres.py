@@ -1,6 +1,6 @@
 """End to end, MariaDB source into the PostgreSQL target: every type of
 docs/type-mapping-mysql.md through the snapshot and through the binlog, arriving as
-documented; the source checks' one-line errors."""
+documented; the source checks' one-line errors. Also unsigned bigint into a MariaDB target."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
 from tests.mysql_support import execute, mysql_db, mysql_task, runner
+from tests.sink_support import mariadb_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 __all__ = ["mysql_db", "mysql_task", "runner"]
@@ -135,3 +137,39 @@ def _insert(url: str, key: int, nulls: bool = False) -> None:
     with connect(url) as conn, conn.cursor() as cur:
         cur.execute("SET SESSION sql_mode = ''")  # zero dates, as old applications write them
         cur.execute(NULLS if nulls else INSERT, (key,))
+
+
+def test_unsigned_bigint_extremes_into_a_mariadb_target(
+    mysql_task: Callable[..., TaskConfig],
+    mysql_db: str,
+    mariadb_root: str,
+    runner: Callable[[TaskConfig], TaskRunner],
+) -> None:
+    """MariaDB to MariaDB: `bigint unsigned` (a decimal on the wire) lands in DECIMAL(20,0),
+    so 2**64-1 (snapshot) and 2**63 (binlog) arrive as keys and values, not in the DLQ."""
+    execute(
+        mysql_db, "CREATE TABLE big (id bigint unsigned PRIMARY KEY, v bigint unsigned, s bigint)"
+    )
+    execute(mysql_db, "INSERT INTO big VALUES (%s, %s, -1)", args=(SNAPSHOT_ID, SNAPSHOT_ID))
+    for target_url in mariadb_database(mariadb_root):
+        task = mysql_task(target={"engine": "mysql", "url": target_url, "batch_wait_s": 0.2})
+        r = runner(task)
+        r.wait_caught_up(120)
+        execute(mysql_db, "INSERT INTO big VALUES (%s, %s, 0)", args=(STREAM_ID, STREAM_ID))
+        execute(mysql_db, "UPDATE big SET s = 7 WHERE id = %s", args=(SNAPSHOT_ID,))
+        r.wait_caught_up(120)
+        engine = sa.create_engine(target_url)
+        try:
+            with engine.connect() as conn:
+                column = conn.exec_driver_sql(
+                    "SELECT COLUMN_TYPE FROM information_schema.COLUMNS "
+                    "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'big' AND COLUMN_NAME = 'v'"
+                ).scalar()
+                rows = conn.exec_driver_sql("SELECT id, v, s FROM big ORDER BY id").all()
+        finally:
+            engine.dispose()
+        assert str(column).lower() == "decimal(20,0)"
+        assert [tuple(row) for row in rows] == [
+            (STREAM_ID, STREAM_ID, 0),
+            (SNAPSHOT_ID, SNAPSHOT_ID, 7),
+        ]
