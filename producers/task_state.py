@@ -96,6 +96,7 @@ class TaskStateStore:
                 "bootstrap.servers": self.bootstrap,
                 "group.id": f"headwater-state-reader-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
+                "enable.partition.eof": True,
             }
         )
         try:
@@ -123,8 +124,13 @@ def _read_latest(consumer: Consumer, key: bytes, timeout: float) -> TaskState | 
     deadline = time.monotonic() + timeout
     position = low
     while position < high and time.monotonic() < deadline:
-        for msg in consumer.consume(500, timeout=0.5):
-            if msg.error():
+        # A short wait: consume() holds out for all 500 unless it times out, and the
+        # last batch is short (a compacted topic has gaps below `high`).
+        for msg in consumer.consume(500, timeout=0.05):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    position = high  # compacted away at the end: nothing more to read
                 continue
             position = (msg.offset() or 0) + 1
             if msg.key() == key:

@@ -38,6 +38,12 @@ def export_snapshot(conn: psycopg.Connection[Any]) -> str:
     return str(row[0])
 
 
+def start_workers(task: TaskConfig, stop: threading.Event) -> WorkerPool:
+    """The snapshot worker processes of a full load, started now to wait for its setup."""
+    level = logging.getLogger().getEffectiveLevel()
+    return WorkerPool(task.source.snapshot_workers, stop, level)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -62,8 +68,18 @@ class ChunkedLoad:
         self.stop = stop
         self._last_log = time.monotonic()
 
-    def run(self, snapshot_name: str | None, lsn: int | None) -> None:
-        """Read every table at the snapshot `snapshot_name` (None: a fresh one)."""
+    def run(
+        self, snapshot_name: str | None, lsn: int | None, pool: WorkerPool | None = None
+    ) -> None:
+        """Read every table at the snapshot `snapshot_name` (None: a fresh one), with the
+        workers of `pool` if started ahead (see `start_workers`); the pool is closed."""
+        pool = pool or start_workers(self.task, self.stop)
+        try:
+            self._run(snapshot_name, lsn, pool)
+        finally:
+            pool.close()
+
+    def _run(self, snapshot_name: str | None, lsn: int | None, pool: WorkerPool) -> None:
         with connect(self.task.source.url) as conn:
             snapshot.begin_snapshot(conn, snapshot_name)
             name = snapshot_name or export_snapshot(conn)
@@ -77,13 +93,9 @@ class ChunkedLoad:
                 log_level=logging.getLogger().getEffectiveLevel(),
                 parent_pid=os.getpid(),
             )
-            workers = max(1, min(self.task.source.snapshot_workers, len(plan)))
-            pool = WorkerPool(setup, workers, self.stop)
-            try:
-                pool.start()  # returns once every worker imported the snapshot
-                pool.run(plan, self._on_start, self._on_done)
-            finally:
-                pool.close()
+            # More workers than chunks: the ones without a chunk end after the snapshot.
+            pool.start(setup)  # returns once every worker imported the snapshot
+            pool.run(plan, self._on_start, self._on_done)
             snapshot.end_snapshot(conn)
 
     def _plan(self, conn: psycopg.Connection[Any]) -> list[chunks.SnapshotChunk]:

@@ -20,7 +20,7 @@ from producers.postgres.acks import AckTracker
 from producers.postgres.changes import ChangeBuilder, HandedOut
 from producers.postgres.connection import connect
 from producers.postgres.follow import Selected, TableFollower
-from producers.postgres.full_load import ChunkedLoad
+from producers.postgres.full_load import ChunkedLoad, start_workers
 from producers.postgres.incremental import (
     SIGNAL_PREFIX,
     WATERMARK_PREFIX,
@@ -43,6 +43,7 @@ from producers.postgres.replication import (
     drop_slot,
     slot_info,
 )
+from producers.postgres.snapshot_workers import WorkerPool
 from producers.resume_dedupe import ResumeFilter, postgres_position
 from producers.task_state import TableProgress, TaskState, TaskStateStore
 from schemas.envelope import ChangeEvent
@@ -142,21 +143,27 @@ class PostgresProducer:
                 f"{self.state.acked_position or 'the last run'} are lost to this task; "
                 f"run `headwater cleanup` on the task file and start it again for a new full load"
             )
-        stream = ReplicationStream(connect(self.task.source.url, replication=True))
-        if existing is None:
-            created = stream.create_slot(slot, export_snapshot=needs_load)
-            log.info(
-                "task %s: created slot %s at %s",
-                self.task.name,
-                slot,
-                format_lsn(created.consistent_point),
-            )
-            if needs_load:
-                self._full_load(created.snapshot_name, created.consistent_point)
-            else:
-                self.state.snapshot_status = "skipped"
-                self.state.acked_position = format_lsn(created.consistent_point)
-                self._save_state(force=True)
+        # The workers' start-up (a second of imports) overlaps the slot's creation.
+        pool = start_workers(self.task, self.stop) if existing is None and needs_load else None
+        try:
+            stream = ReplicationStream(connect(self.task.source.url, replication=True))
+            if existing is None:
+                created = stream.create_slot(slot, export_snapshot=needs_load)
+                log.info(
+                    "task %s: created slot %s at %s",
+                    self.task.name,
+                    slot,
+                    format_lsn(created.consistent_point),
+                )
+                if needs_load:
+                    self._full_load(created.snapshot_name, created.consistent_point, pool)
+                else:
+                    self.state.snapshot_status = "skipped"
+                    self.state.acked_position = format_lsn(created.consistent_point)
+                    self._save_state(force=True)
+        finally:
+            if pool is not None:
+                pool.close()
         return stream
 
     def _resume_load_incrementally(self) -> None:
@@ -227,9 +234,12 @@ class PostgresProducer:
                 raise SourceError(f"replication slot {slot} is in use by another process")
             time.sleep(0.5)
 
-    def _full_load(self, snapshot_name: str | None, lsn: int | None) -> None:
+    def _full_load(
+        self, snapshot_name: str | None, lsn: int | None, pool: WorkerPool | None = None
+    ) -> None:
         """Chunks of every table read in parallel at the snapshot (see `full_load`); the
         slot is acknowledged past `lsn` only after this returns, every chunk flushed."""
+        pool = pool or start_workers(self.task, self.stop)  # overlapping what follows
         schemas = [catalog.describe_table(self.conn, t, self.types) for t in self.tables]
         for schema in schemas:
             self.writer.register_table(schema)
@@ -238,7 +248,7 @@ class PostgresProducer:
         self._save_state(force=True)
         save = partial(self._save_state, force=True)
         ChunkedLoad(self.task, self.db, schemas, self.state, save, self.stop).run(
-            snapshot_name, lsn
+            snapshot_name, lsn, pool
         )
         self.state.snapshot_status = "done"
         if lsn is not None:

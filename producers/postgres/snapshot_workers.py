@@ -81,16 +81,25 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def worker_main(
-    setup: WorkerSetup, chunks: Queue[Any], reports: Queue[Report], stop: Event
+    parent_pid: int,
+    log_level: int,
+    setups: Queue[WorkerSetup | None],
+    chunks: Queue[Any],
+    reports: Queue[Report],
+    stop: Event,
 ) -> None:
-    """Entry point of a worker process."""
-    _die_with_parent(setup.parent_pid)
+    """Entry point of a worker process: started ahead of the load (importing the project
+    takes a second), it waits for the setup (the snapshot to import) before reading."""
+    _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     logging.basicConfig(
-        level=setup.log_level, format="%(asctime)s snapshot-worker %(levelname)s: %(message)s"
+        level=log_level, format="%(asctime)s snapshot-worker %(levelname)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per registry call
     tune_gc()
+    setup = setups.get()
+    if setup is None:
+        return  # no load after all
     try:
         _ChunkReader(setup, reports, stop).run(chunks)
     except Exception as exc:
@@ -254,29 +263,40 @@ ChunkCallback = Callable[[SnapshotChunk, int, int], None]  # chunk, rows, worker
 
 
 class WorkerPool:
-    """Runs `workers` worker processes over a list of chunks, in the parent."""
+    """Runs `workers` worker processes over a list of chunks, in the parent. The processes
+    start at once, so their start-up overlaps whatever the parent does before `start`."""
 
-    def __init__(self, setup: WorkerSetup, workers: int, stop: threading.Event) -> None:
-        self.setup = setup
+    def __init__(self, workers: int, stop: threading.Event, log_level: int) -> None:
         self.workers = workers
         self.stop = stop
         self._ctx = mp.get_context("spawn")
+        self._setups: Queue[WorkerSetup | None] = self._ctx.Queue()
         self._chunks: Queue[Any] = self._ctx.Queue()
         self._reports: Queue[Report] = self._ctx.Queue()
         self._stop_workers = self._ctx.Event()
         self._procs: list[BaseProcess] = []
-
-    def start(self) -> None:
-        """Start the workers and wait until every one has imported the snapshot."""
-        for n in range(self.workers):
+        self._closed = False
+        for n in range(workers):
             proc = self._ctx.Process(
                 target=worker_main,
-                args=(self.setup, self._chunks, self._reports, self._stop_workers),
+                args=(
+                    os.getpid(),
+                    log_level,
+                    self._setups,
+                    self._chunks,
+                    self._reports,
+                    self._stop_workers,
+                ),
                 name=f"headwater-snapshot-worker-{n}",
                 daemon=True,
             )
             proc.start()
             self._procs.append(proc)
+
+    def start(self, setup: WorkerSetup) -> None:
+        """Hand the workers `setup` and wait until every one has imported the snapshot."""
+        for _ in self._procs:
+            self._setups.put(setup)
         ready = 0
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while ready < self.workers:
@@ -338,13 +358,18 @@ class WorkerPool:
 
     def close(self) -> None:
         """Stop the workers (what they were reading stays unfinished) and reap them."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop_workers.set()
         for _ in self._procs:
+            self._setups.put(None)  # wakes a worker still waiting for its setup
             self._chunks.put(None)  # wakes a worker waiting for a chunk
         for proc in self._procs:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
+        self._setups.cancel_join_thread()
         self._chunks.cancel_join_thread()
         self._reports.cancel_join_thread()
