@@ -156,6 +156,23 @@ class EventWriter:
             self._produce(codec.topic, key, None)
         self._producer.poll(0)
 
+    def codec(self, table: TableId) -> _TableCodec | None:
+        """The table's current topic, schema and schema ids (None before it is registered)."""
+        return self._codecs.get(table)
+
+    def write_change(self, topic: str, key: bytes, value: bytes, tombstone: bool) -> None:
+        """Produce an already-encoded streamed change (and its tombstone after a delete) as
+        `write` does (same partitioner: the key's murmur2). Only while `resume` is None:
+        the resume filter decides per event, which needs the event."""
+        try:
+            self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
+            self.produced += 1
+        except BufferError:
+            self._produce(topic, key, value)  # waits for room in the local queue
+        if tombstone:
+            self._produce(topic, key, None)
+        self._producer.poll(0)
+
     def _write_resumed(self, codec: _TableCodec, event: ChangeEvent, resume: ResumeFilter) -> bool:
         """Write `event` where it is not in Kafka yet (see `ResumeFilter`); False when the
         filter has nothing to say about it and `write` goes on as usual."""

@@ -1,6 +1,7 @@
 """Loads headwater's native library (native/, Rust, C ABI) for the stages that use it: the
-PostgreSQL sink's batch collapse (consumers/native_collapse.py) and the PostgreSQL full
-load's row encoder (producers/postgres/native_rows.py). Without the library (not built, or
+PostgreSQL sink's batch collapse (consumers/native_collapse.py), the PostgreSQL full
+load's row encoder (producers/postgres/native_rows.py) and the streaming producer's change
+encoder (producers/postgres/native_stream.py). Without the library (not built, or
 HEADWATER_NATIVE=0) `LIB` is None and those stages run in Python alone.
 """
 
@@ -47,6 +48,17 @@ class EncodeResult(ctypes.Structure):
     ]
 
 
+class StreamChange(ctypes.Structure):
+    """HwChange in native/src/stream.rs: one streamed change's key then value in `buf`."""
+
+    _fields_ = [
+        ("buf_ptr", ctypes.c_void_p),
+        ("key_len", ctypes.c_size_t),
+        ("total_len", ctypes.c_size_t),
+        ("op", ctypes.c_int32),
+    ]
+
+
 def library_path() -> Path | None:
     """Where the built library is: HEADWATER_NATIVE_LIB, else native/target/release."""
     configured = os.environ.get("HEADWATER_NATIVE_LIB")
@@ -79,6 +91,10 @@ def _declare(lib: ctypes.CDLL) -> None:
             ctypes.POINTER(EncodeResult),
         ),
         "hw_encoded_free": ([ctypes.POINTER(EncodeResult)], None),
+        "hw_stream_plan_new": ([ctypes.c_char_p, size], p),
+        "hw_stream_plan_free": ([p], None),
+        # The result struct goes by address (c_void_p): cheaper per call than byref.
+        "hw_stream_encode": ([p, ctypes.c_char_p, size, i64, i64, i64, i64, p], ctypes.c_int32),
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, name)

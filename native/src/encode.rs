@@ -68,7 +68,7 @@ pub fn parse_enc_spec(spec: &str) -> Option<EncPlan> {
 pub struct Fallback;
 type Res<T> = Result<T, Fallback>;
 
-fn put_long(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_long(out: &mut Vec<u8>, v: i64) {
     let mut n = ((v << 1) ^ (v >> 63)) as u64;
     while n > 0x7F {
         out.push((n as u8 & 0x7F) | 0x80);
@@ -77,7 +77,7 @@ fn put_long(out: &mut Vec<u8>, v: i64) {
     out.push(n as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_long(out, bytes.len() as i64);
     out.extend_from_slice(bytes);
 }
@@ -293,7 +293,8 @@ fn hex_value(b: u8) -> Res<u8> {
     }
 }
 
-fn value(out: &mut Vec<u8>, col: EncCol, text: &[u8]) -> Res<()> {
+/// One column's text (unescaped) as its Avro value, without the union branch.
+pub(crate) fn value(out: &mut Vec<u8>, col: EncCol, text: &[u8]) -> Res<()> {
     match col {
         EncCol::Long => put_long(out, integer(text)?),
         EncCol::Float => out.extend_from_slice(&(float(text)? as f32).to_le_bytes()),

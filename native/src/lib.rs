@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 pub mod encode;
+pub mod stream;
 
 /// A primitive type of a `source` field (only skipped, except the commit time).
 #[derive(Clone, Copy, PartialEq, Debug)]

@@ -31,6 +31,10 @@ class AckTracker:
         if isinstance(msg, Commit):
             self.committed = max(self.committed, msg.end_lsn)
 
+    def on_row_change(self) -> None:
+        """A row change of an open transaction that skipped `on_message` (the native path)."""
+        self.in_tx = True
+
     def on_keepalive(self, frame: Keepalive) -> None:
         self.server_end = max(self.server_end, frame.wal_end)
         self.reply_due = self.reply_due or frame.reply_requested

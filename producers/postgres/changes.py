@@ -90,6 +90,15 @@ class ChangeBuilder:
             self.handed_out = (tx.final_lsn, tx.seen)
         return events[max(0, tx.skip - first) :]
 
+    def count_native_event(self) -> None:
+        """Count one event of the open transaction that the native path wrote
+        (producers/postgres/native_stream.py) as `on_message` counts its own. That path
+        runs only once the events repeated after a reconnect are skipped (seen >= skip)."""
+        tx = self.tx
+        assert tx is not None and tx.seen >= tx.skip
+        tx.seen += 1
+        self.handed_out = (tx.final_lsn, tx.seen)
+
     def _already_handed_out(self, final_lsn: int) -> int:
         lsn, count = self.handed_out
         if final_lsn > lsn:

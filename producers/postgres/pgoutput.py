@@ -24,6 +24,8 @@ _I64 = struct.Struct(">q")
 _XLOG = struct.Struct(">QQq")
 _KEEPALIVE = struct.Struct(">Qq?")
 _STATUS = struct.Struct(">cQQQq?")
+_BEGIN = struct.Struct(">QqI")  # final LSN, commit time, xid
+_COMMIT = struct.Struct(">BQQq")  # flags, commit LSN, end LSN, commit time
 
 
 class DecodeError(ValueError):
@@ -306,13 +308,17 @@ def _message(r: _Reader) -> LogicalMessage:
 
 def decode_message(payload: bytes) -> PgOutputMessage:
     """Decode one pgoutput (protocol version 1) message."""
+    # Begin and Commit frame every transaction (most of what the Python path decodes once
+    # the native path takes the row changes): one struct call each, no reader.
+    first = payload[:1]
+    if first == b"B":
+        final_lsn, ts, xid = _BEGIN.unpack_from(payload, 1)
+        return Begin(final_lsn, pg_micros_to_unix_ms(ts), xid)
+    if first == b"C":
+        _flags, commit_lsn, end_lsn, ts = _COMMIT.unpack_from(payload, 1)
+        return Commit(commit_lsn, end_lsn, pg_micros_to_unix_ms(ts))
     r = _Reader(payload)
     tag = r.byte()
-    if tag == "B":
-        return Begin(r.u64(), pg_micros_to_unix_ms(r.i64()), r.u32())
-    if tag == "C":
-        r.u8()
-        return Commit(r.u64(), r.u64(), pg_micros_to_unix_ms(r.i64()))
     if tag == "R":
         return _relation(r)
     if tag == "I":
