@@ -116,24 +116,34 @@ class NativeBatcher:
     def take(self, messages: list[Message]) -> tuple[list[NativePart], list[Message]]:
         """The topics collapsed natively, and the messages left for the Python path (in
         their order, so each partition's stay in offset order)."""
-        by_topic: dict[str, list[Message]] = {}
+        # One pass, grouped by partition (and so by topic): this runs for every event.
+        by_partition: dict[tuple[str, int], list[Message]] = {}
         for m in messages:
-            by_topic.setdefault(str(m.topic()), []).append(m)
+            where = (m.topic(), m.partition())
+            found = by_partition.get(where)  # type: ignore[arg-type]
+            if found is None:
+                by_partition[where] = [m]  # type: ignore[index]
+            else:
+                found.append(m)
+        by_topic: dict[str, dict[int, list[Message]]] = {}
+        for (topic, partition), partition_messages in by_partition.items():
+            by_topic.setdefault(str(topic), {})[partition or 0] = partition_messages
         parts: list[NativePart] = []
-        rest: list[Message] = []
+        left: set[str] = set()
         tables: set[TableId] = set()
-        for topic, topic_messages in by_topic.items():
-            part = self._topic(topic, topic_messages)
+        for topic, partitions in by_topic.items():
+            part = self._topic(topic, partitions)
             if part is not None and part.schema.table in tables:
                 # Two topics of one table: their native rows would share one staging group
                 # whatever their columns; the second goes through Python.
                 self.taken_events -= part.events
                 part = None
             if part is None:
-                rest.extend(topic_messages)
+                left.add(topic)
             else:
                 tables.add(part.schema.table)
                 parts.append(part)
+        rest = [m for m in messages if m.topic() in left] if left else []
         return parts, rest
 
     def _plan(self, schema_id: int) -> Any | None:
@@ -148,8 +158,10 @@ class NativeBatcher:
         self._plans[schema_id] = plan
         return plan
 
-    def _topic(self, topic: str, messages: list[Message]) -> NativePart | None:
-        first = next((v for m in messages if (v := m.value()) is not None), None)
+    def _topic(self, topic: str, partitions: dict[int, list[Message]]) -> NativePart | None:
+        first = next(
+            (v for ms in partitions.values() for m in ms if (v := m.value()) is not None), None
+        )
         if first is None or len(first) < _HEADER.size or first[0] != 0:
             return None  # tombstones only, or not ours: the Python path says what it is
         schema_id = _HEADER.unpack_from(first)[1]
@@ -159,10 +171,7 @@ class NativeBatcher:
         part = NativePart(topic, self.decoder.table_schema(topic, schema_id))
         if self.accepts is not None and not self.accepts(part.schema.table):
             return None
-        by_partition: dict[int, list[Message]] = {}
-        for m in messages:
-            by_partition.setdefault(m.partition() or 0, []).append(m)
-        for partition, partition_messages in by_partition.items():
+        for partition, partition_messages in partitions.items():
             values = [v for m in partition_messages if (v := m.value()) is not None]
             result = self.output.collapse(
                 plan, part.schema.column_names, values, self.deleted_group, self.upsert_group
@@ -174,7 +183,7 @@ class NativeBatcher:
             part.rows.append(rows)
             part.events += len(values)
             self.taken_events += len(values)
-            last = max(m.offset() or 0 for m in partition_messages)
+            last = partition_messages[-1].offset() or 0  # a partition's come in order
             part.positions[(topic, partition)] = PartitionPosition(last + 1, max_ts)
         return part
 

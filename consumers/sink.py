@@ -293,7 +293,7 @@ class SinkLoop:
     def _prepare(self, messages: list[Message], native: bool = True) -> _Prepared | None:
         """Decode and collapse a batch (natively where the library takes it)."""
         generation = self._generation
-        live = [m for m in messages if self._usable(m)]
+        live = self._live(messages)
         if not live:
             return None
         parts, rest = self.native.take(live) if native and self.native else ([], live)
@@ -440,6 +440,21 @@ class SinkLoop:
         self._generation += 1
         paused = [tp for tp in self.consumer.assignment() if tp.topic in topics]
         self.consumer.pause(paused)
+
+    def _live(self, messages: list[Message]) -> list[Message]:
+        """The messages `_usable` keeps. Per event on a busy sink, so the common case (no
+        partition held, no table stopped, no error) costs one topic lookup a message."""
+        if self.held.waiting or self.stopped_topics:
+            return [m for m in messages if self._usable(m)]
+        change = self._change_topics
+        live = []
+        for m in messages:
+            ok = None if m.error() is not None else change.get(m.topic())  # type: ignore[arg-type]
+            if ok is None:
+                ok = self._usable(m)
+            if ok:
+                live.append(m)
+        return live
 
     def _usable(self, message: Message) -> bool:
         err = message.error()
