@@ -12,8 +12,8 @@
 use std::io::Write;
 
 use super::{
-    boxed_plan, collapse_abi, collapse_with, free_boxed, parse_spec, write_date, write_decimal,
-    write_time_of_day, zigzag, Col, Collapsed, Fail, HwResult, Plan, Res,
+    boxed_plan, collapse_abi, collapse_with, free_boxed, parse_spec, push_i64, write_date,
+    write_decimal, write_time_of_day, zigzag, Col, Collapsed, Fail, HwResult, Plan, Res,
 };
 
 /// How a column's value differs for MySQL from its Avro type alone.
@@ -109,7 +109,7 @@ fn write_uuid(out: &mut Vec<u8>, raw: &[u8]) -> Res<()> {
 
 fn write_value(out: &mut Vec<u8>, col: Col, kind: Kind, raw: &[u8]) -> Res<()> {
     match col {
-        Col::Long => write!(out, "{}", zigzag(raw)?).map_err(|_| Fail::Malformed)?,
+        Col::Long => push_i64(out, zigzag(raw)?),
         // The Python decoder reads `byte == 1`; PyMySQL binds True/False as 1/0.
         Col::Bool => out.push(if raw == [1] { b'1' } else { b'0' }),
         Col::Float => {
@@ -174,10 +174,10 @@ fn write_rows(
     for entry in &c.entries {
         if entry.delete {
             deletes += 1;
-            write!(out, "{deleted}").map_err(|_| Fail::Malformed)?;
+            push_i64(&mut out, deleted);
         } else {
             upserts += 1;
-            write!(out, "{upserted}").map_err(|_| Fail::Malformed)?;
+            push_i64(&mut out, upserted);
         }
         for (i, (&col, &kind)) in cols.iter().zip(&plan.kinds).enumerate() {
             out.push(b'\t');
