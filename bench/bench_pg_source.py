@@ -24,6 +24,8 @@ from headwater.stack import manager
 from headwater.status import TaskStatus
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# How often the run is checked for being done: the end of a run is known to within this.
+POLL_S = 0.1
 
 # About 200 bytes a row, the size the issue asks for.
 TABLE_SQL = """
@@ -116,7 +118,7 @@ def main() -> None:
                 produced.append(time.monotonic() - start)
 
         try:
-            runner.wait_caught_up(3600, on_status=note_produced, poll_s=0.5)
+            runner.wait_caught_up(3600, on_status=note_produced, poll_s=POLL_S)
             load_s = time.monotonic() - start
             produce_s = produced[0] if produced else load_s
             with psycopg.connect(db_url(src), autocommit=True) as conn:
@@ -124,7 +126,7 @@ def main() -> None:
                 conn.execute(
                     "UPDATE bench_rows SET amount = amount + 1 WHERE id <= %s", (args.updates,)
                 )
-            runner.wait_caught_up(3600, poll_s=0.5)
+            runner.wait_caught_up(3600, poll_s=POLL_S)
             stream_s = time.monotonic() - start
         finally:
             runner.stop()
@@ -143,7 +145,7 @@ def main() -> None:
     )
     print(
         f"  of which into Kafka   : {produce_s:8.1f} s  {args.rows / produce_s:10,.0f} rows/s"
-        f"  (producer and its {args.workers} snapshot worker(s), 0.5 s polling)"
+        f"  (producer and its {args.workers} snapshot worker(s), {POLL_S} s polling)"
     )
     print(
         f"headwater streamed burst: {stream_s:8.1f} s  {args.updates / stream_s:10,.0f} "
