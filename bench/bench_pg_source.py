@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import shutil
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -43,6 +45,20 @@ FROM generate_series(1, %(rows)s) g"""
 
 def db_url(name: str) -> str:
     return ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def stage_cpu(runner: TaskRunner) -> dict[str, float]:
+    """CPU seconds of each stage process so far, with the children it waited for (the
+    producer's snapshot workers)."""
+    found = {}
+    for name, proc in runner.procs.items():
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        found[name] = ticks / os.sysconf("SC_CLK_TCK")
+    return found
 
 
 def create_db(name: str) -> None:
@@ -121,6 +137,7 @@ def main() -> None:
             runner.wait_caught_up(3600, on_status=note_produced, poll_s=POLL_S)
             load_s = time.monotonic() - start
             produce_s = produced[0] if produced else load_s
+            load_cpu = stage_cpu(runner)
             with psycopg.connect(db_url(src), autocommit=True) as conn:
                 start = time.monotonic()
                 conn.execute(
@@ -146,6 +163,12 @@ def main() -> None:
     print(
         f"  of which into Kafka   : {produce_s:8.1f} s  {args.rows / produce_s:10,.0f} rows/s"
         f"  (producer and its {args.workers} snapshot worker(s), {POLL_S} s polling)"
+    )
+    cpu = sum(load_cpu.values())
+    print(
+        f"  stage CPU for the load: {cpu:8.1f} s  {args.rows / cpu:10,.0f} rows per CPU-second  ("
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in load_cpu.items())
+        + "; PostgreSQL and Kafka not counted)"
     )
     print(
         f"headwater streamed burst: {stream_s:8.1f} s  {args.updates / stream_s:10,.0f} "
