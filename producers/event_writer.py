@@ -36,6 +36,8 @@ class _KnownConfigWarnings(logging.Filter):
         return "enable.gapless.guarantee is experimental" not in record.getMessage()
 
 
+_POLL_EVERY = 100  # events between two polls for delivery reports
+
 _KAFKA_LOG = logging.getLogger("producers.librdkafka")
 _KAFKA_LOG.addFilter(_KnownConfigWarnings())
 
@@ -84,6 +86,7 @@ class EventWriter:
         self._codecs: dict[TableId, _TableCodec] = {}
         self._failure: KafkaError | None = None
         self.produced = 0
+        self._unpolled = 0
         # Set by a restarted producer until its stream passes what Kafka already holds.
         self.resume: ResumeFilter | None = None
 
@@ -154,7 +157,15 @@ class EventWriter:
         self._produce(codec.topic, key, value)
         if event.op == "d":
             self._produce(codec.topic, key, None)
-        self._producer.poll(0)
+        self._serve_reports()
+
+    def _serve_reports(self) -> None:
+        """Serve delivery reports now and then (a failure is seen at the next flush at the
+        latest): poll(0) after every event was a tenth of the streaming producer's time."""
+        self._unpolled += 1
+        if self._unpolled >= _POLL_EVERY:
+            self._unpolled = 0
+            self._producer.poll(0)
 
     def codec(self, table: TableId) -> _TableCodec | None:
         """The table's current topic, schema and schema ids (None before it is registered)."""
@@ -171,7 +182,7 @@ class EventWriter:
             self._produce(topic, key, value)  # waits for room in the local queue
         if tombstone:
             self._produce(topic, key, None)
-        self._producer.poll(0)
+        self._serve_reports()
 
     def _write_resumed(self, codec: _TableCodec, event: ChangeEvent, resume: ResumeFilter) -> bool:
         """Write `event` where it is not in Kafka yet (see `ResumeFilter`); False when the
