@@ -12,11 +12,34 @@ import pytest
 from headwater.config import TaskConfig
 from tests.services import Endpoints, endpoints
 
+# Topic prefixes of the tasks this session built: their topics are deleted at its end, so
+# a developer's Kafka does not pile up thousands of test partitions run after run (one
+# machine reached 6,500 and its broker no longer started within `stack up`'s timeout).
+_TASK_PREFIXES: set[str] = set()
+
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Endpoints]:
     with endpoints() as found:
         yield found
+        _delete_topics(found.kafka, _TASK_PREFIXES)
+
+
+def _delete_topics(bootstrap: str, prefixes: set[str]) -> None:
+    """Best effort: a topic still in use or a slow broker leaves some behind."""
+    if not prefixes:
+        return
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        names = admin.list_topics(timeout=10).topics
+        doomed = [t for t in names if any(t.startswith(p + ".") for p in prefixes)]
+        for start in range(0, len(doomed), 500):
+            for future in admin.delete_topics(doomed[start : start + 500]).values():
+                future.exception(timeout=60)
+    except Exception as exc:  # never fail the session over clean-up
+        print(f"test topics left in Kafka: {exc}")
 
 
 def _swap_db(url: str, db: str) -> str:
@@ -72,7 +95,9 @@ def make_task(services: Endpoints, pg_databases: tuple[str, str]) -> Callable[..
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
-        return TaskConfig.model_validate(data)
+        task = TaskConfig.model_validate(data)
+        _TASK_PREFIXES.update({task.topic_prefix, task.sink_topic_prefix})
+        return task
 
     return build
 
