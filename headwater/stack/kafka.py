@@ -25,7 +25,9 @@ LOG4J_VERSION = "2.24.3"
 DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 MIN_JAVA = 17  # Kafka 4 brokers need Java 17 or later
-START_TIMEOUT = 120.0
+# A broker holding thousands of partitions loads them all before it answers (one with
+# 6,500 test partitions took over two minutes); a broker that fails exits, which is seen at once.
+START_TIMEOUT = 300.0
 STOP_TIMEOUT = 60.0
 JVM_OPTIONS = [
     "-Xms256m",
