@@ -70,7 +70,11 @@ class ReplicationStream:
             message = result.error_message.decode(errors="replace") if result else "no result"
             state = result.error_field(pq.DiagnosticField.SQLSTATE) if result else None
             failure = f"START_REPLICATION on slot {slot} failed: {message.strip()}"
-            if state == b"55006":  # object in use: the previous reader has not let go yet
+            # Retried: the slot still in use by the previous reader (55006), or this
+            # connection ended under the command (57: terminated by an administrator or a
+            # shutdown; 08: connection failure), as a dropped stream is.
+            lost = state == b"55006" or (state or b"")[:2] in (b"57", b"08")
+            if lost or self.pgconn.status == pq.ConnStatus.BAD:
                 raise ReplicationLost(failure)
             raise SourceError(failure)
         self.streaming = True

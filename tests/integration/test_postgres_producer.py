@@ -18,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from headwater.config import TaskConfig
 from producers.postgres.connection import connect
 from producers.postgres.producer import PostgresProducer
-from producers.postgres.replication import slot_info
+from producers.postgres.replication import ReplicationLost, ReplicationStream, slot_info
 from producers.task_state import TaskStateStore
 
 pytestmark = pytest.mark.integration
@@ -180,3 +180,26 @@ def test_snapshot_and_stream_carry_identical_values_for_every_type(
     assert from_snapshot == from_stream
     assert from_stream["flag"] is True and from_stream["n"] == Decimal("1234567890.12")
     assert from_stream["raw"] == b"\x00\xff" and from_stream["mood_label"] is None
+
+
+def test_a_replication_connection_ended_before_start_is_retried_not_fatal(
+    make_task: Callable[..., TaskConfig],
+) -> None:
+    """An administrator (or a test) ending the replication connection while the producer
+    reconnects must look like a dropped stream (ReplicationLost: retried with backoff), not a
+    fatal error; CI once saw START_REPLICATION fail with 57P01 and the producer stop."""
+    task = make_task()
+    with connect(task.source.url) as conn:
+        conn.execute("CREATE TABLE probe (id int PRIMARY KEY)")
+        conn.execute(f"CREATE PUBLICATION {task.publication} FOR TABLE probe")
+        conn.commit()
+        stream = ReplicationStream(connect(task.source.url, replication=True))
+        try:
+            stream.create_slot(task.slot_name, export_snapshot=False)
+            pid = stream.pgconn.backend_pid
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(ReplicationLost, match="START_REPLICATION"):
+                stream.start(task.slot_name, task.publication)
+        finally:
+            stream.conn.close()
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (task.slot_name,))
