@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from bench_pg_source import create_db, db_url, drop_db
+from bench_pg_source import create_db, db_url, drop_db, stage_cpu
 from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
@@ -296,13 +296,8 @@ class StageUsage:
         """Before the stages stop: their last peaks and their CPU time (with that of the
         children they waited for)."""
         self.sample(runner)
-        for name, proc in runner.procs.items():
-            try:
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-            self.cpu_s[name] = self.cpu_s.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+        for name, seconds in stage_cpu(runner).items():
+            self.cpu_s[name] = self.cpu_s.get(name, 0.0) + seconds
 
 
 def descendants(pid: int) -> list[int]:

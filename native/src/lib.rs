@@ -478,18 +478,26 @@ pub fn civil_days(y: i64, m: u32, d: u32) -> i64 {
 
 // Numbers are written by hand: core::fmt (write!) was a fifth of the collapse's time.
 
-/// The decimal digits of `v`.
-pub(crate) fn push_u128(out: &mut Vec<u8>, mut v: u128) {
-    let mut buf = [0u8; 40];
+/// Room for the digits of any u128 (39), with zeros to pad a decimal's fraction in front.
+type Digits = [u8; 48];
+
+/// The decimal digits of `v` at the end of `buf` (zeros before them); where they start.
+fn digits_into(buf: &mut Digits, mut v: u128) -> usize {
     let mut at = buf.len();
     loop {
         at -= 1;
         buf[at] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
-            break;
+            return at;
         }
     }
+}
+
+/// The decimal digits of `v`.
+pub(crate) fn push_u128(out: &mut Vec<u8>, v: u128) {
+    let mut buf: Digits = [b'0'; 48];
+    let at = digits_into(&mut buf, v);
     out.extend_from_slice(&buf[at..]);
 }
 
@@ -554,17 +562,8 @@ pub(crate) fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32, max_digit
     for &b in raw {
         value = (value << 8) | i128::from(b);
     }
-    let mut v = value.unsigned_abs();
-    let mut buf = [b'0'; 48];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
+    let mut buf: Digits = [b'0'; 48];
+    let at = digits_into(&mut buf, value.unsigned_abs());
     if buf.len() - at > max_digits as usize {
         return Err(Fail::Fallback);
     }
