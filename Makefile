@@ -22,7 +22,7 @@ test: install lint stack
 
 install: $(VENV)/.installed $(NATIVE_LIB)
 
-$(NATIVE_LIB): native/Cargo.toml native/Cargo.lock native/src/lib.rs
+$(NATIVE_LIB): native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 	@if [ -x "$(CARGO)" ]; then \
 		$(CARGO) build --quiet --release --offline --manifest-path native/Cargo.toml; \
 	else \

@@ -14,6 +14,7 @@
 //! The C ABI is used through ctypes (consumers/native_collapse.py); no Python headers or
 //! crates are needed to build it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 pub mod encode;
@@ -251,31 +252,36 @@ impl<'a> Reader<'a> {
 }
 
 /// A decoded row: each column's raw value bytes, None for null.
-type Row<'a> = Vec<Option<&'a [u8]>>;
+/// A row's column values: a range of `Collapsed::cells`, where every row read is stored (one
+/// allocation per batch instead of one per row).
+type Row = std::ops::Range<usize>;
 
-struct Event<'a> {
+/// One column value of a row, borrowed from its message (None: SQL NULL).
+type Cell<'a> = Option<&'a [u8]>;
+
+struct Event {
     op: u8,
-    before: Option<Row<'a>>,
-    after: Option<Row<'a>>,
+    before: Option<Row>,
+    after: Option<Row>,
     ts: i64,
 }
 
-fn read_row<'a>(r: &mut Reader<'a>, plan: &Plan) -> Res<Option<Row<'a>>> {
+fn read_row<'a>(r: &mut Reader<'a>, plan: &Plan, cells: &mut Vec<Cell<'a>>) -> Res<Option<Row>> {
     if !r.present()? {
         return Ok(None);
     }
-    let mut row = Vec::with_capacity(plan.cols.len());
+    let start = cells.len();
     for &col in &plan.cols {
-        row.push(if r.present()? {
+        cells.push(if r.present()? {
             Some(r.col_value(col)?)
         } else {
             None
         });
     }
-    Ok(Some(row))
+    Ok(Some(start..cells.len()))
 }
 
-fn read_event<'a>(message: &'a [u8], plan: &Plan) -> Res<Event<'a>> {
+fn read_event<'a>(message: &'a [u8], plan: &Plan, cells: &mut Vec<Cell<'a>>) -> Res<Event> {
     if message.len() < 5 || message[0] != 0 {
         return Err(Fail::Malformed);
     }
@@ -287,8 +293,8 @@ fn read_event<'a>(message: &'a [u8], plan: &Plan) -> Res<Event<'a>> {
         data: message,
         pos: 5,
     };
-    let before = read_row(&mut r, plan)?;
-    let after = read_row(&mut r, plan)?;
+    let before = read_row(&mut r, plan, cells)?;
+    let after = read_row(&mut r, plan, cells)?;
     let mut ts = 0;
     for (i, field) in plan.source.iter().enumerate() {
         if field.nullable && !r.present()? {
@@ -322,24 +328,24 @@ fn read_event<'a>(message: &'a [u8], plan: &Plan) -> Res<Event<'a>> {
     })
 }
 
-/// The identity of a row by its key columns' bytes; None when a key column is null.
-fn key_of(row: &Row, plan: &Plan, out: &mut Vec<u8>) -> bool {
-    out.clear();
-    for &k in &plan.key {
-        match row[k] {
-            None => return false,
-            Some(v) => {
-                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                out.extend_from_slice(v);
-            }
-        }
+/// The identity of a row: its key column's bytes as they are when the key has one column
+/// (no copy), else each key column's length and bytes; None when a key column is null.
+fn key_of<'a>(row: &[Cell<'a>], plan: &Plan) -> Option<Cow<'a, [u8]>> {
+    if let [k] = plan.key[..] {
+        return row[k].map(Cow::Borrowed);
     }
-    true
+    let mut out = Vec::with_capacity(32);
+    for &k in &plan.key {
+        let v = row[k]?;
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    Some(Cow::Owned(out))
 }
 
-struct Net<'a> {
-    delete: bool,
-    row: Row<'a>,
+pub(crate) struct Net {
+    pub(crate) delete: bool,
+    pub(crate) row: Row,
 }
 
 /// FxHash (rustc's): keys are this batch's own primary keys, so no defence against
@@ -381,47 +387,50 @@ impl FxHasher {
 type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 
 #[derive(Default)]
-struct Collapsed<'a> {
-    index: FxMap<Vec<u8>, usize>,
-    entries: Vec<Net<'a>>,
+pub(crate) struct Collapsed<'a> {
+    index: FxMap<Cow<'a, [u8]>, usize>,
+    pub(crate) cells: Vec<Cell<'a>>,
+    pub(crate) entries: Vec<Net>,
     max_ts: Option<i64>,
     /// An update or a delete was seen: the net changes may touch rows the target has.
     changed: bool,
 }
 
 impl<'a> Collapsed<'a> {
-    fn set(&mut self, key: &[u8], delete: bool, row: Row<'a>) {
-        match self.index.get(key) {
+    fn set(&mut self, key: Cow<'a, [u8]>, delete: bool, row: Row) {
+        match self.index.get(&key[..]) {
             Some(&at) => self.entries[at] = Net { delete, row },
             None => {
-                self.index.insert(key.to_vec(), self.entries.len());
+                self.index.insert(key, self.entries.len());
                 self.entries.push(Net { delete, row });
             }
         }
     }
 
+    /// The column values of `row`.
+    pub(crate) fn row(&self, row: &Row) -> &[Cell<'a>] {
+        &self.cells[row.clone()]
+    }
+
     /// The rules of consumers/batch.py for full rows: last write wins, an update that moves
     /// the key deletes the old one.
-    fn add(&mut self, event: Event<'a>, plan: &Plan, key: &mut Vec<u8>) -> Res<()> {
+    fn add(&mut self, event: Event, plan: &Plan) -> Res<()> {
         self.max_ts = Some(self.max_ts.map_or(event.ts, |m| m.max(event.ts)));
         self.changed |= matches!(event.op, b'u' | b'd');
         if event.op == b'd' {
             let before = event.before.ok_or(Fail::Fallback)?;
-            if !key_of(&before, plan, key) {
-                return Err(Fail::Fallback);
-            }
+            let key = key_of(self.row(&before), plan).ok_or(Fail::Fallback)?;
             self.set(key, true, before);
             return Ok(());
         }
         let after = event.after.ok_or(Fail::Fallback)?;
-        if !key_of(&after, plan, key) {
-            return Err(Fail::Fallback);
-        }
+        let key = key_of(self.row(&after), plan).ok_or(Fail::Fallback)?;
         if event.op == b'u' {
             if let Some(before) = event.before {
-                let mut old = Vec::new();
-                if key_of(&before, plan, &mut old) && old != *key {
-                    self.set(&old, true, before);
+                if let Some(old) = key_of(self.row(&before), plan) {
+                    if old != key {
+                        self.set(old, true, before);
+                    }
                 }
             }
         }
@@ -433,18 +442,24 @@ impl<'a> Collapsed<'a> {
 // --- COPY text -------------------------------------------------------------------------------
 
 fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
-    for &b in text {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0B => out.extend_from_slice(b"\\v"),
-            0x0C => out.extend_from_slice(b"\\f"),
-            _ => out.push(b),
-        }
+    // Runs without a byte to escape are copied whole: most text has none.
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0B => b"\\v",
+            0x0C => b"\\f",
+            _ => continue,
+        };
+        out.extend_from_slice(&text[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
     }
+    out.extend_from_slice(&text[start..]);
 }
 
 fn zigzag(raw: &[u8]) -> Res<i64> {
@@ -482,13 +497,27 @@ pub fn civil_days(y: i64, m: u32, d: u32) -> i64 {
 type Digits = [u8; 48];
 
 /// The decimal digits of `v` at the end of `buf` (zeros before them); where they start.
-fn digits_into(buf: &mut Digits, mut v: u128) -> usize {
+/// In u64 arithmetic where `v` fits: a u128 division is a library call, and per digit it
+/// made integers and timestamps the bulk of a row's cost.
+fn digits_into(buf: &mut Digits, v: u128) -> usize {
     let mut at = buf.len();
+    let mut small = match u64::try_from(v) {
+        Ok(small) => small,
+        Err(_) => {
+            let mut v = v;
+            while v > u128::from(u64::MAX) {
+                at -= 1;
+                buf[at] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            v as u64
+        }
+    };
     loop {
         at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
+        buf[at] = b'0' + (small % 10) as u8;
+        small /= 10;
+        if small == 0 {
             return at;
         }
     }
@@ -511,12 +540,9 @@ pub(crate) fn push_i64(out: &mut Vec<u8>, v: i64) {
 
 /// `v` (non-negative) zero-padded to `width` digits (more when it has more).
 pub(crate) fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
-    let start = out.len();
-    push_u128(out, u128::from(v));
-    let digits = out.len() - start;
-    if digits < width {
-        out.splice(start..start, std::iter::repeat_n(b'0', width - digits));
-    }
+    let mut buf: Digits = [b'0'; 48];
+    let at = digits_into(&mut buf, u128::from(v));
+    out.extend_from_slice(&buf[at.min(buf.len().saturating_sub(width))..]);
 }
 
 pub(crate) fn write_date(out: &mut Vec<u8>, days: i64) -> Res<()> {
@@ -673,7 +699,7 @@ fn write_rows(c: &Collapsed, plan: &Plan, deleted: i64, upserted: i64) -> Res<(V
         for (i, &col) in plan.cols.iter().enumerate() {
             out.push(b'\t');
             let written = !entry.delete || plan.key.contains(&i);
-            match entry.row[i] {
+            match c.row(&entry.row)[i] {
                 Some(raw) if written => write_value(&mut out, col, raw)?,
                 _ => out.extend_from_slice(b"\\N"),
             }
@@ -705,16 +731,16 @@ pub(crate) fn collapse_with(
 ) -> Result<CopyBatch, (i32, u64)> {
     let mut collapsed = Collapsed {
         index: FxMap::with_capacity_and_hasher(messages.len(), Default::default()),
+        cells: Vec::with_capacity(messages.len() * plan.cols.len()),
         ..Collapsed::default()
     };
-    let mut key = Vec::with_capacity(32);
     let code = |f: Fail| match f {
         Fail::Fallback => 1,
         Fail::Malformed => 2,
     };
     for (i, message) in messages.iter().enumerate() {
-        read_event(message, plan)
-            .and_then(|event| collapsed.add(event, plan, &mut key))
+        read_event(message, plan, &mut collapsed.cells)
+            .and_then(|event| collapsed.add(event, plan))
             .map_err(|f| (code(f), i as u64))?;
     }
     let (copy, upserts, deletes) = write(&collapsed).map_err(|f| (code(f), 0))?;

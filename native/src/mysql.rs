@@ -182,7 +182,7 @@ fn write_rows(
         for (i, (&col, &kind)) in cols.iter().zip(&plan.kinds).enumerate() {
             out.push(b'\t');
             let written = !entry.delete || plan.base.key.contains(&i);
-            match entry.row[i] {
+            match c.row(&entry.row)[i] {
                 Some(raw) if written => write_value(&mut out, col, kind, raw)?,
                 _ => out.extend_from_slice(b"\\N"),
             }

@@ -76,6 +76,8 @@ TABLE = TableSchema(
 VALUE_SCHEMA = value_schema("native", TABLE)
 CODEC = compile_codec(fastavro.parse_schema(VALUE_SCHEMA, _write_hint=True))
 HEADER = struct.pack(">bI", 0, SCHEMA_ID)
+# The same table keyed by one column: the library's index then holds the key's own bytes.
+BY_CODE = TableSchema(TABLE.table, TABLE.columns, ("code",))
 
 WIDE = Context(prec=40)
 texts = st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=12)
@@ -140,27 +142,29 @@ events = st.lists(
 )
 
 
-def encode(op: str, before: Row | None, after: Row | None, n: int) -> bytes:
+def encode(
+    op: str, before: Row | None, after: Row | None, n: int, table: TableSchema = TABLE
+) -> bytes:
     source = SourceInfo("postgresql", "t", "db", TABLE.table, 1_700_000_000_000 + n, lsn=n)
-    record = envelope_record(ChangeEvent(op, source, before, after, n), TABLE)  # type: ignore[arg-type]
+    record = envelope_record(ChangeEvent(op, source, before, after, n), table)  # type: ignore[arg-type]
     out = bytearray(HEADER)
     assert CODEC is not None
     CODEC.write(out, record)
     return bytes(out)
 
 
-def python_rows(values: list[bytes]) -> list[tuple[Any, ...]]:
+def python_rows(values: list[bytes], table: TableSchema = TABLE) -> list[tuple[Any, ...]]:
     """The staging rows the Python path writes for the same messages (postgres_sink._copy)."""
     assert CODEC is not None
     records = [
-        SinkRecord("t", 0, i, TABLE, event_from_record(CODEC.read(v, 5), TABLE))
+        SinkRecord("t", 0, i, table, event_from_record(CODEC.read(v, 5), table))
         for i, v in enumerate(values)
     ]
-    changes = collapse(records).tables[TABLE.table]
-    names = TABLE.column_names
+    changes = collapse(records).tables[table.table]
+    names = table.column_names
     out: list[tuple[Any, ...]] = []
     for key in changes.deletes:
-        by_name = dict(zip(TABLE.primary_key, key, strict=True))
+        by_name = dict(zip(table.primary_key, key, strict=True))
         out.append((0, *(by_name.get(c) for c in names)))
     for upsert in changes.upserts.values():
         assert upsert.columns == frozenset(names)
@@ -193,18 +197,18 @@ def differences(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(batch=events)
+@given(batch=events, table=st.sampled_from([TABLE, BY_CODE]))
 def test_native_rows_equal_the_python_path(
-    stage_db: psycopg.Connection[Any], batch: list[Event]
+    stage_db: psycopg.Connection[Any], batch: list[Event], table: TableSchema
 ) -> None:
-    values = [encode(op, before, after, n) for n, (op, before, after) in enumerate(batch)]
-    spec = native_collapse.plan_spec(SCHEMA_ID, VALUE_SCHEMA)
+    values = [encode(op, before, after, n, table) for n, (op, before, after) in enumerate(batch)]
+    spec = native_collapse.plan_spec(SCHEMA_ID, value_schema("native", table))
     assert spec is not None
-    result = native_collapse.collapse(native_collapse.Plan(spec), TABLE.column_names, values, 0, -1)
+    result = native_collapse.collapse(native_collapse.Plan(spec), table.column_names, values, 0, -1)
     assert not isinstance(result, native_collapse.Fallback), result
     copied, max_ts = result
     assert max_ts == 1_700_000_000_000 + len(batch) - 1
-    expected = python_rows(values)
+    expected = python_rows(values, table)
     assert copied.upserts + copied.deletes == len(expected)
     conn = stage_db
     conn.execute("TRUNCATE stage_native, stage_python")
