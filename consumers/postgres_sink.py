@@ -156,6 +156,8 @@ class PostgresSink(SinkBase[PgConnection]):
 
     def _ensure_table(self, conn: PgConnection, schema: TableSchema) -> None:
         target = self.target_table(schema.table)
+        if self._tables.ready(target, schema):
+            return
         with conn.transaction():
             widened = self._tables.ensure(conn, target, schema)
         if widened:  # staging tables copy the target's column types: make them anew

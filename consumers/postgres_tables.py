@@ -49,11 +49,19 @@ class PostgresTables:
     def __init__(self, task: TaskConfig) -> None:
         self.task = task
         self._columns: dict[TableId, tuple[str, ...]] = {}
+        # The schema each target was last made ready for: the same schema again needs
+        # nothing (no savepoint, no type checks), which is every batch of a steady stream.
+        self._ready: dict[TableId, TableSchema] = {}
         self._watch = TypeWatch(task.name)
 
     def forget(self) -> None:
         """Drop what is cached (after a rollback or a new connection)."""
         self._columns.clear()
+        self._ready.clear()
+
+    def ready(self, target: TableId, schema: TableSchema) -> bool:
+        """Whether `target` was made ready for `schema` on this connection already."""
+        return self._ready.get(target) == schema
 
     def ensure(self, raw: PgConnection, target: TableId, schema: TableSchema) -> bool:
         """Create `target` from `schema` if missing, add the columns it lacks, widen the
@@ -64,6 +72,7 @@ class PostgresTables:
         )
         known = self._columns.get(target)
         if known is not None and set(schema.column_names) <= set(known) and not widened:
+            self._ready[target] = schema
             return False
         # One sink at a time changes a target's tables; the lock ends with the transaction.
         raw.execute("SELECT pg_advisory_xact_lock(hashtext('headwater.ddl'))")
@@ -90,6 +99,7 @@ class PostgresTables:
                 )
             existing += [c.name for c in missing]
         self._columns[target] = tuple(existing)
+        self._ready[target] = schema
         return bool(widened)
 
     def _widen(self, raw: PgConnection, target: TableId, widened: list[Widened]) -> None:
