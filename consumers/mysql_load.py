@@ -2,7 +2,10 @@
 inside the batch's transaction: a temporary staging table typed like the target's columns,
 `LOAD DATA LOCAL INFILE` into it, then `DELETE ... JOIN` of the deleted keys and one
 `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE` of the upserted rows in their batch order.
-Rows of inserts only are first tried straight into the target, in a savepoint.
+Rows of inserts only are first tried straight into the target, in a savepoint; so are the
+upserted rows of a table where REPLACE is an upsert of whole rows (`replaces_as_upsert`),
+with `LOAD DATA ... REPLACE` (2-3x faster than the stage and ON DUPLICATE KEY UPDATE,
+measured on 50k updates of existing rows), the deleted keys then going through the stage.
 
 `LOAD DATA LOCAL` turns the errors strict mode raises for a bad value into warnings (the
 server cannot stop the client's file midway), so a load with any warning or note counts as
@@ -54,6 +57,14 @@ _LOADS: dict[str, frozenset[str]] = {
 }
 
 
+_EXACT_KEYS = frozenset(
+    {"tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "date", "datetime"}
+    | {"timestamp", "time", "year"}
+)
+"""Key column types whose equal values are written the same (unlike text under most
+collations)."""
+
+
 class LoadRefused(Exception):
     """The server warned about loaded values (a value the target column cannot hold)."""
 
@@ -68,6 +79,60 @@ def target_types(conn: Connection, where: tuple[str | None, str]) -> dict[str, s
         {"schema": where[0], "name": where[1]},
     )
     return {str(name): str(kind).lower() for name, kind in found}
+
+
+def replaces_as_upsert(
+    conn: Connection, where: tuple[str | None, str], schema: TableSchema
+) -> bool:
+    """Whether REPLACE of a whole row into the target table has the effect of an upsert:
+    REPLACE deletes the row it collides with and inserts the new one, so it must not meet
+    a unique key but the primary key (it would delete another row), a foreign key naming
+    the table (ON DELETE actions), a trigger, a target column the rows do not carry (it
+    would be reset to its default, where an upsert keeps it), or a key column where two
+    spellings are one key ('a' and 'A', 'a' and 'a ' under most collations: the upsert keeps
+    the stored spelling, REPLACE writes the new one)."""
+    params = {"schema": where[0], "name": where[1]}
+    this = "TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+    keys = conn.execute(
+        sa.text(
+            "SELECT DATA_TYPE, COLLATION_NAME FROM information_schema.COLUMNS "
+            f"WHERE {this} AND COLUMN_KEY = 'PRI'"
+        ),
+        params,
+    ).all()
+    if not keys or not all(
+        str(kind).lower() in _EXACT_KEYS or str(collation or "").endswith("_nopad_bin")
+        for kind, collation in keys
+    ):
+        return False
+    uniques = conn.execute(
+        sa.text(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS "
+            f"WHERE {this} AND NON_UNIQUE = 0"
+        ),
+        params,
+    )
+    if [str(name) for (name,) in uniques] != ["PRIMARY"]:
+        return False
+    referring = conn.execute(
+        sa.text(
+            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS "
+            "WHERE UNIQUE_CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) "
+            "AND REFERENCED_TABLE_NAME = :name"
+        ),
+        params,
+    ).scalar()
+    triggers = conn.execute(
+        sa.text(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = COALESCE(:schema, DATABASE()) "
+            "AND EVENT_OBJECT_TABLE = :name"
+        ),
+        params,
+    ).scalar()
+    if referring or triggers:
+        return False
+    return set(target_types(conn, where)) <= set(schema.column_names)
 
 
 def loads_into(schema: TableSchema, types: Mapping[str, str]) -> bool:
@@ -129,6 +194,48 @@ def loaded_directly(conn: Connection, target: sa.Table, copied: list[CopyRows]) 
     return True
 
 
+def replaced_directly(
+    conn: Connection, target: sa.Table, schema: TableSchema, copied: list[CopyRows]
+) -> bool:
+    """The upserted rows loaded straight into the target with REPLACE and the deleted keys
+    deleted through the stage, in a savepoint, for a table where that is an upsert (see
+    `replaces_as_upsert`, the caller's check); False, with nothing written, when the rows do
+    not carry every column or the load warned (a value the column cannot hold), and the
+    caller goes through the stage, which finds the record."""
+    columns = copied[0].columns if copied else ()
+    if not copied or set(columns) != set(schema.column_names):
+        return False
+    if any(rows.columns != columns for rows in copied):
+        return False
+    text = b"".join(rows.copy for rows in copied)
+    deleted = b"%d\t" % DELETED_GROUP
+    deletes = b""
+    if any(rows.deletes for rows in copied):
+        # A raw newline only ends a row (one in a value is written escaped).
+        lines = text.split(b"\n")
+        deletes = b"".join(line + b"\n" for line in lines if line.startswith(deleted))
+        text = b"".join(line + b"\n" for line in lines if line and not line.startswith(deleted))
+    savepoint = conn.begin_nested()
+    try:
+        warned = None
+        if text:
+            warned = _load(conn, target, columns, text, group="@headwater_group", replace=True)
+        if warned is None and deletes:
+            count = deletes.count(b"\n")
+            load_copied(conn, target, schema, [CopyRows(columns, deletes, 0, count, False)])
+    except LoadRefused:
+        savepoint.rollback()
+        return False
+    except BaseException:
+        savepoint.rollback()
+        raise
+    if warned is not None:
+        savepoint.rollback()
+        return False
+    savepoint.commit()
+    return True
+
+
 def _stage_table(target: sa.Table, columns: tuple[str, ...]) -> sa.Table:
     return sa.Table(
         STAGE,
@@ -162,13 +269,20 @@ def _create_stage(
 
 
 def _load(
-    conn: Connection, table: sa.Table, columns: tuple[str, ...], text: bytes, group: str = ""
+    conn: Connection,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    text: bytes,
+    group: str = "",
+    replace: bool = False,
 ) -> str | None:
-    """LOAD DATA `text` into `table`; the first warning or note it raised, if any."""
+    """LOAD DATA `text` into `table` (REPLACE-ing rows of the same key with `replace`); the
+    first warning or note it raised, if any."""
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join([group or quote(_GROUP), *(quote(c) for c in columns)])
     into = f"{_name(conn, table)} CHARACTER SET utf8mb4 ({names})".replace("%", "%%")
-    statement = "LOAD DATA LOCAL INFILE %s INTO TABLE " + into  # the path is bound
+    how = "REPLACE INTO TABLE " if replace else "INTO TABLE "
+    statement = "LOAD DATA LOCAL INFILE %s " + how + into  # the path is bound
     fd, path = tempfile.mkstemp(prefix="headwater-load-", suffix=".tsv")
     try:
         with os.fdopen(fd, "wb") as out:

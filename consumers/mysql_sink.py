@@ -18,6 +18,8 @@ from consumers.mysql_load import (
     load_copied,
     loaded_directly,
     loads_into,
+    replaced_directly,
+    replaces_as_upsert,
     target_types,
 )
 from consumers.mysql_target import MySqlTarget
@@ -38,6 +40,7 @@ class MySqlSink(SqlSink):
     def __init__(self, task: TaskConfig) -> None:
         super().__init__(task, MySqlTarget(local_infile=native_mysql.available()))
         self._loadable: dict[tuple[tuple[str | None, str], TableSchema], bool] = {}
+        self._replaceable: dict[tuple[tuple[str | None, str], TableSchema], bool] = {}
         self._python_only: set[TableId] = set()
         self._load_disabled = False
 
@@ -48,6 +51,7 @@ class MySqlSink(SqlSink):
     def _forget(self) -> None:
         super()._forget()
         self._loadable.clear()  # a reconnect may follow DDL by someone else
+        self._replaceable.clear()
 
     def _apply_table(self, conn: Connection, changes: TableChanges) -> list[Rejected]:
         if not changes.copied:
@@ -60,7 +64,10 @@ class MySqlSink(SqlSink):
                 raise NativeRefused(f"{where[1]}: target column types the native path leaves")
             target = self._dml_table(where, schema)
             direct = not (changes.truncated or changes.rows or changes.changes)
-            if direct and loaded_directly(conn, target, changes.copied):
+            if direct and self._replaces(conn, where, schema):
+                if replaced_directly(conn, target, schema, changes.copied):
+                    return []
+            elif direct and loaded_directly(conn, target, changes.copied):
                 return []
             self._write(conn, where, changes)  # truncate, keyless rows, Python-decoded keys
             load_copied(conn, target, schema, changes.copied)
@@ -74,6 +81,14 @@ class MySqlSink(SqlSink):
                 raise NativeRefused(f"{where[1]}: {self._one_line(exc)}") from exc
             self._apply_failed(exc, where[1], refused=False)
         return []
+
+    def _replaces(
+        self, conn: Connection, where: tuple[str | None, str], schema: TableSchema
+    ) -> bool:
+        known = self._replaceable.get((where, schema))
+        if known is None:
+            known = self._replaceable[(where, schema)] = replaces_as_upsert(conn, where, schema)
+        return known
 
     def _loads_into(
         self, conn: Connection, where: tuple[str | None, str], schema: TableSchema

@@ -35,6 +35,8 @@ from consumers.mysql_load import (
     load_copied,
     loaded_directly,
     loads_into,
+    replaced_directly,
+    replaces_as_upsert,
     target_types,
 )
 from consumers.mysql_sink import MySqlSink
@@ -72,6 +74,7 @@ class Shape:
 
     table: TableSchema
     schema_id: int
+    tag: str = ""  # "_bin": tables whose text key compares byte by byte (REPLACE allowed)
 
     @cached_property
     def value_schema(self) -> dict[str, Any]:
@@ -85,11 +88,11 @@ class Shape:
 
     @property
     def native(self) -> tuple[None, str]:
-        return None, f"{self.table.table.name}_native"
+        return None, f"{self.table.table.name}{self.tag}_native"
 
     @property
     def python(self) -> tuple[None, str]:
-        return None, f"{self.table.table.name}_python"
+        return None, f"{self.table.table.name}{self.tag}_python"
 
 
 TABLE = TableSchema(
@@ -148,6 +151,7 @@ MY_TABLE = TableSchema(
     engine="mysql",
 )
 MY = Shape(MY_TABLE, 4344)
+PG_BIN, MY_BIN = Shape(TABLE, 4343, "_bin"), Shape(MY_TABLE, 4344, "_bin")
 
 WIDE = Context(prec=40)
 # NUL, tabs, newlines and backslashes included: MariaDB text holds them all.
@@ -239,12 +243,25 @@ def target(mysql_task: TaskConfig) -> Iterator[tuple[MySqlSink, sa.Connection]]:
     engine = MySqlTarget(local_infile=True).engine(mysql_task)
     with engine.connect() as conn:
         with conn.begin():
-            for shape in (PG, MY):
+            for shape in (PG, MY, PG_BIN, MY_BIN):
                 for where in (shape.native, shape.python):
                     sink._tables.ensure(conn, where, shape.table)
+                    if shape.tag:
+                        collate_bytewise(conn, where[1], "code")
         yield sink, conn
     engine.dispose()
     sink.close()
+
+
+def collate_bytewise(conn: sa.Connection, table: str, column: str) -> None:
+    kind = conn.exec_driver_sql(
+        "SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+        (table, column),
+    ).scalar()
+    conn.exec_driver_sql(
+        f"ALTER TABLE {table} MODIFY {column} {kind} COLLATE utf8mb4_nopad_bin NOT NULL"
+    )
 
 
 def apply_python(
@@ -260,15 +277,25 @@ def apply_python(
 
 
 def apply_native(
-    sink: MySqlSink, conn: sa.Connection, values: list[bytes], shape: Shape = PG
+    sink: MySqlSink,
+    conn: sa.Connection,
+    values: list[bytes],
+    shape: Shape = PG,
+    replace: bool = False,
 ) -> None:
     result = native_collapse(values, shape)
     assert not isinstance(result, Fallback), result
     copied, max_ts = result
     assert max_ts == max(1_700_000_000_000 + n for n in range(len(values)))
     target = sink._dml_table(shape.native, shape.table)
-    # As MySqlSink does: rows of inserts only straight into the target first.
-    if not loaded_directly(conn, target, [copied]):
+    # As MySqlSink does: straight into the target first (REPLACE where the table allows
+    # it, else rows of inserts only), the stage for what that leaves.
+    if replace:
+        assert replaces_as_upsert(conn, shape.native, shape.table)
+        direct = replaced_directly(conn, target, shape.table, [copied])
+    else:
+        direct = loaded_directly(conn, target, [copied])
+    if not direct:
         load_copied(conn, target, shape.table, [copied])
 
 
@@ -285,15 +312,20 @@ def table_rows(conn: sa.Connection, name: str, shape: Shape = PG) -> list[tuple[
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(earlier=events, batch=events)
+@given(earlier=events, batch=events, replace=st.booleans())
 def test_native_rows_equal_the_python_path(
-    target: tuple[MySqlSink, sa.Connection], earlier: list[Event], batch: list[Event]
+    target: tuple[MySqlSink, sa.Connection], earlier: list[Event], batch: list[Event], replace: bool
 ) -> None:
-    both_ways(*target, PG, earlier, batch)
+    both_ways(*target, PG_BIN if replace else PG, earlier, batch, replace)
 
 
 def both_ways(
-    sink: MySqlSink, conn: sa.Connection, shape: Shape, earlier: list[Event], batch: list[Event]
+    sink: MySqlSink,
+    conn: sa.Connection,
+    shape: Shape,
+    earlier: list[Event],
+    batch: list[Event],
+    replace: bool = False,
 ) -> None:
     """Apply `earlier` through Python to both tables, then `batch` natively to one and
     through Python to the other; the tables must end equal, both ways."""
@@ -303,7 +335,7 @@ def both_ways(
         for where in (shape.native, shape.python):
             conn.execute(sa.delete(sa.table(where[1])))
             apply_python(sink, conn, where, before, shape)  # the same rows to start from
-        apply_native(sink, conn, values, shape)
+        apply_native(sink, conn, values, shape, replace)
         apply_python(sink, conn, shape.python, values, shape)
     native = table_rows(conn, shape.native[1], shape)
     python = table_rows(conn, shape.python[1], shape)
@@ -366,11 +398,55 @@ my_events = st.lists(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(earlier=my_events, batch=my_events)
+@given(earlier=my_events, batch=my_events, replace=st.booleans())
 def test_native_rows_equal_the_python_path_from_a_mysql_source(
-    target: tuple[MySqlSink, sa.Connection], earlier: list[Event], batch: list[Event]
+    target: tuple[MySqlSink, sa.Connection], earlier: list[Event], batch: list[Event], replace: bool
 ) -> None:
-    both_ways(*target, MY, earlier, batch)
+    both_ways(*target, MY_BIN if replace else MY, earlier, batch, replace)
+
+
+def test_replace_only_where_it_is_an_upsert(target: tuple[MySqlSink, sa.Connection]) -> None:
+    """REPLACE deletes the row it meets: not where that deletes another row (a second
+    unique key), fires ON DELETE actions (a foreign key naming the table) or triggers, or
+    resets a column the rows do not carry."""
+    _sink, conn = target
+    schema = table_schema("replace_probe")
+    columns = (
+        "id INT PRIMARY KEY, name VARCHAR(200), price DECIMAL(12,2), note LONGTEXT, "
+        "created DATETIME(6), payload JSON, uid CHAR(36), data LONGBLOB, day DATE, at TIME(6)"
+    )
+    extras = {
+        "plain": [],
+        "unique": ["ALTER TABLE {t} ADD UNIQUE KEY (uid)"],
+        "referred": [
+            "CREATE TABLE {t}_child (id INT PRIMARY KEY, parent INT, "
+            "FOREIGN KEY (parent) REFERENCES {t} (id) ON DELETE CASCADE)"
+        ],
+        "trigger": ["CREATE TRIGGER {t}_audit AFTER DELETE ON {t} FOR EACH ROW SET @gone = 1"],
+        "wider": ["ALTER TABLE {t} ADD COLUMN kept VARCHAR(10) DEFAULT 'x'"],
+        "text_key": ["ALTER TABLE {t} DROP PRIMARY KEY, ADD PRIMARY KEY (id, uid)"],
+        "bytewise_key": [
+            "ALTER TABLE {t} MODIFY uid CHAR(36) COLLATE utf8mb4_nopad_bin NOT NULL",
+            "ALTER TABLE {t} DROP PRIMARY KEY, ADD PRIMARY KEY (id, uid)",
+        ],
+    }
+    found = {}
+    with conn.begin():
+        for case, statements in extras.items():
+            name = f"replace_{case}"
+            conn.exec_driver_sql(f"CREATE TABLE {name} ({columns})")
+            for statement in statements:
+                conn.exec_driver_sql(statement.format(t=name))
+            found[case] = replaces_as_upsert(conn, (None, name), schema)
+    assert found == {
+        "plain": True,
+        "unique": False,
+        "referred": False,
+        "trigger": False,
+        "wider": False,
+        "text_key": False,
+        "bytewise_key": True,
+    }
 
 
 def test_the_sink_created_table_is_loaded_natively(
@@ -524,6 +600,50 @@ def test_a_sink_applies_through_the_native_path(task: TaskConfig, feed: ChangeFe
         )
         for k in sorted(expected)
     ]
+
+
+def test_updates_keep_what_a_replace_would_lose(task: TaskConfig, feed: ChangeFeed) -> None:
+    """A target table with a column of its own and child rows that an ON DELETE CASCADE
+    foreign key ties to it: the sink's native updates keep both (no REPLACE there)."""
+    engine = MySqlTarget().engine(task)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE items_kept (id INT PRIMARY KEY, name VARCHAR(200) NOT NULL, "
+            "price DECIMAL(12,2), note LONGTEXT, created DATETIME(6), payload JSON, "
+            "uid CHAR(36), data LONGBLOB, day DATE, at TIME(6), kept VARCHAR(20))"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE items_kept_child (id INT PRIMARY KEY, parent INT NOT NULL, "
+            "FOREIGN KEY (parent) REFERENCES items_kept (id) ON DELETE CASCADE)"
+        )
+    items = table_schema("items_kept")
+    feed.register(items)
+    for key in range(1, 21):
+        feed.send(items, "c", after=sink_row(key))
+    feed.flush()
+    sink = start_sink(task)
+    try:
+        wait_caught_up(task, 1)
+    finally:
+        sink.halt()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE items_kept SET kept = CONCAT('mine ', id)")
+        conn.exec_driver_sql("INSERT INTO items_kept_child SELECT id, id FROM items_kept")
+    for key in range(1, 21):
+        feed.send(items, "u", after=sink_row(key, 1))
+    feed.flush()
+    sink = start_sink(task)
+    try:
+        wait_caught_up(task, 1)
+    finally:
+        sink.halt()
+    assert sink.loop.native is not None and sink.loop.native.taken_events == 20
+    with engine.connect() as conn:
+        got = conn.exec_driver_sql("SELECT id, name, kept FROM items_kept ORDER BY id").fetchall()
+        children = conn.exec_driver_sql("SELECT COUNT(*) FROM items_kept_child").scalar()
+    engine.dispose()
+    assert [tuple(r) for r in got] == [(k, f"item {k} v1", f"mine {k}") for k in range(1, 21)]
+    assert children == 20
 
 
 def test_a_refused_record_reaches_the_dead_letter_topic(task: TaskConfig, feed: ChangeFeed) -> None:
