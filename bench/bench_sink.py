@@ -10,10 +10,13 @@ baselines measured in the same run on the same net rows:
   1000), to show what batching buys.
 
 The sink runs in a child process from an empty target until every event is applied; its
-time starts at its first batch (group join excluded) and its peak RSS is reported. Prints
-numbers; asserts nothing.
+time starts at its first batch (group join excluded) and its peak RSS is reported. With
+`--workers N` the events go to N partitions and N sink processes of one group apply them
+(`kafka.partitions` and `target.workers` of a task), each its own partitions in its own
+transactions. Prints numbers; asserts nothing.
 
     .venv/bin/python bench/bench_sink.py --events 200000
+    .venv/bin/python bench/bench_sink.py --workers 2
 """
 
 from __future__ import annotations
@@ -117,42 +120,64 @@ def produce(task: TaskConfig, events: list[Event]) -> float:
     return elapsed
 
 
-def _sink_child(task_data: dict[str, Any], events: int, out: Any) -> None:
+def _sink_child(task_data: dict[str, Any], slot: int, first: Any, applied: Any, done: Any) -> None:
+    """One sink process: its first apply's time (CLOCK_MONOTONIC, the same in every
+    process) and its applied events go to the shared arrays at `slot` until `done`."""
     task = TaskConfig.model_validate(task_data)
     tune_gc()  # as in a stage process (headwater/stages.py)
     stop = threading.Event()
     loop = SinkLoop(task, stop)
-    first: list[float] = []
     apply = loop.target.apply
 
     def timed_apply(*args: Any, **kwargs: Any) -> Any:
-        if not first:
-            first.append(time.perf_counter())
+        if not first[slot]:
+            first[slot] = time.monotonic()
         return apply(*args, **kwargs)
 
     loop.target.apply = timed_apply  # type: ignore[method-assign]
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
-    while loop.events_applied < events and thread.is_alive():
-        time.sleep(0.02)
-    elapsed = time.perf_counter() - first[0] if first else float("nan")
+    while not done.is_set() and thread.is_alive():
+        applied[slot] = loop.events_applied
+        time.sleep(0.01)
     stop.set()
     thread.join(30)
     loop.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
     # VmHWM, not ru_maxrss: the latter keeps the RSS of the forked parent (which holds
     # every generated event) across the exec of a spawned child.
-    rss_mb = int(re.findall(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text())[0]) / 1024
-    out.put((elapsed, loop.events_applied, rss_mb))
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.findall(r"VmHWM:\s+(\d+)", status)[0]) / 1024
 
 
 def run_sink(task: TaskConfig, events: int) -> tuple[float, int, float]:
+    """(seconds from the first apply of any sink process to the last event applied, events
+    applied, peak RSS of the largest process) for `task.target.workers` processes."""
     ctx = mp.get_context("spawn")
-    out: Any = ctx.Queue()
-    proc = ctx.Process(target=_sink_child, args=(task.model_dump(by_alias=True), events, out))
-    proc.start()
-    result: tuple[float, int, float] = out.get(timeout=3600)
-    proc.join(60)
-    return result
+    workers = task.target.workers
+    first: Any = ctx.Array("d", workers)
+    applied: Any = ctx.Array("q", workers)
+    done = ctx.Event()
+    procs = [
+        ctx.Process(
+            target=_sink_child, args=(task.model_dump(by_alias=True), n, first, applied, done)
+        )
+        for n in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + 3600
+    while sum(applied) < events and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ended = time.monotonic()
+    rss = max(_peak_rss_mb(proc.pid) for proc in procs if proc.pid is not None)
+    done.set()
+    for proc in procs:
+        proc.join(60)
+    started = min(t for t in first if t)
+    return ended - started, sum(applied), rss
 
 
 # --- PostgreSQL baselines ---------------------------------------------------------------------
@@ -283,12 +308,18 @@ def my_naive(db: str, events: list[Event]) -> float:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _task(name: str, prefix: str, engine: str, url: str, batch: int | None) -> TaskConfig:
-    target: dict[str, Any] = {"engine": engine, "url": url}
+def _task(
+    name: str, prefix: str, engine: str, url: str, batch: int | None, workers: int = 1
+) -> TaskConfig:
+    target: dict[str, Any] = {"engine": engine, "url": url, "workers": workers}
     if batch is not None:
         target["batch_size"] = batch
     return TaskConfig.model_validate(
-        {"name": name, "kafka": {"topic_prefix": prefix}, "target": target}
+        {
+            "name": name,
+            "kafka": {"topic_prefix": prefix, "partitions": workers},
+            "target": target,
+        }
     )
 
 
@@ -324,6 +355,9 @@ def main() -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="target.batch_size (default: the task's)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="sink processes, and partitions of the topic"
+    )
     parser.add_argument("--naive-sample", type=int, default=20_000)
     parser.add_argument("--skip", choices=["postgres", "mysql"], action="append", default=[])
     args = parser.parse_args()
@@ -331,8 +365,11 @@ def main() -> None:
     suffix = uuid.uuid4().hex[:8]
     prefix = f"bench{suffix}"
     events, net = make_events(args.events)
-    print(f"{len(events):,} events ({len(net):,} net rows), topic prefix {prefix}")
-    seconds = produce(_task(f"b{suffix}p", prefix, "postgres", PG_ADMIN, 1), events)
+    print(
+        f"{len(events):,} events ({len(net):,} net rows), topic prefix {prefix}, "
+        f"{args.workers} partition(s) and sink process(es)"
+    )
+    seconds = produce(_task(f"b{suffix}p", prefix, "postgres", PG_ADMIN, 1, args.workers), events)
     print(f"  produced into Kafka in {seconds:.1f}s ({len(events) / seconds:,.0f} events/s)")
     sample = events[: args.naive_sample]
     pg_db, my_db = f"hw_bench_{suffix}", f"hw_bench_{suffix}"
@@ -344,7 +381,8 @@ def main() -> None:
         plain = url.replace("+psycopg", "")
         try:
             elapsed, applied, rss = run_sink(
-                _task(f"b{suffix}pg", prefix, "postgres", url, args.batch_size), len(events)
+                _task(f"b{suffix}pg", prefix, "postgres", url, args.batch_size, args.workers),
+                len(events),
             )
             base = pg_baseline(plain, net)
             naive = pg_naive(plain, sample)
@@ -370,7 +408,8 @@ def main() -> None:
         url = f"mysql+pymysql://root@127.0.0.1:3306/{my_db}"
         try:
             elapsed, applied, rss = run_sink(
-                _task(f"b{suffix}my", prefix, "mysql", url, args.batch_size), len(events)
+                _task(f"b{suffix}my", prefix, "mysql", url, args.batch_size, args.workers),
+                len(events),
             )
             base = my_baseline(my_db, net)
             naive = my_naive(my_db, sample)
