@@ -48,7 +48,8 @@ class CopyRows:
     """Net changes of one partition the native path wrote as text rows `(group, *columns)`
     for the target's staging table: PostgreSQL COPY text (consumers/native_collapse.py) or
     MySQL LOAD DATA text (consumers/native_mysql.py). `deletes` rows carry only the key,
-    `upserts` rows every column."""
+    `upserts` rows every column. PostgreSQL rows of inserts only come without the group
+    (`columns` alone), for a COPY straight into the target."""
 
     columns: tuple[str, ...]
     copy: bytes

@@ -74,15 +74,6 @@ def _upsert_groups(changes: TableChanges) -> list[tuple[frozenset[str], list[Ups
     return sorted(groups.items(), key=lambda g: -len(g[0]))
 
 
-_NATIVE_PREFIX = f"{NATIVE_GROUP}\t".encode()
-
-
-def _without_group(copy: bytes) -> bytes:
-    """Native COPY rows of upserts without their leading group column (a raw newline only
-    ends a row in COPY text: one inside a value is written as an escape)."""
-    return copy[len(_NATIVE_PREFIX) :].replace(b"\n" + _NATIVE_PREFIX, b"\n")
-
-
 def _key_match(left: str, right: str, keys: tuple[str, ...]) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{}.{} = {}.{}").format(
@@ -216,8 +207,6 @@ class PostgresSink(SinkBase[PgConnection]):
         copied = [c for c in changes.copied if c.copy]
         if not copied or not all(c.inserts_only and c.deletes == 0 for c in copied):
             return False
-        if not all(c.copy.startswith(_NATIVE_PREFIX) for c in copied):
-            return False
         try:
             with raw.transaction():  # a savepoint
                 for rows in copied:
@@ -225,7 +214,7 @@ class PostgresSink(SinkBase[PgConnection]):
                         qualified(target), _names(rows.columns)
                     )
                     with raw.cursor() as cur, cur.copy(statement) as copy:
-                        copy.write(_without_group(rows.copy))
+                        copy.write(rows.copy)  # rows of inserts only come without a group
         except psycopg.errors.UniqueViolation:
             return False
         return True
@@ -265,9 +254,11 @@ class PostgresSink(SinkBase[PgConnection]):
             self._upsert(raw, target, stage, schema, carried, NATIVE_GROUP)
 
     def _copy_native(self, raw: PgConnection, stage: StageTable, rows: CopyRows) -> None:
-        statement = sql.SQL("COPY {} ({}, {}) FROM STDIN").format(
-            stage.ref, sql.Identifier(_GROUP), _names(rows.columns)
-        )
+        # Rows of inserts only come without their group: the stage's default gives it.
+        columns = _names(rows.columns)
+        if not rows.inserts_only:
+            columns = sql.SQL("{}, {}").format(sql.Identifier(_GROUP), columns)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(stage.ref, columns)
         with raw.cursor() as cur, cur.copy(statement) as copy:
             copy.write(rows.copy)
 
@@ -354,6 +345,11 @@ class PostgresSink(SinkBase[PgConnection]):
                 sql.Identifier(_GROUP),
                 _names(columns),
                 qualified(target),
+            )
+        )
+        raw.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                stage.ref, sql.Identifier(_GROUP), sql.Literal(NATIVE_GROUP)
             )
         )
         self._stages[target] = stage

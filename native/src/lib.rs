@@ -685,19 +685,25 @@ fn write_value(out: &mut Vec<u8>, col: Col, raw: &[u8]) -> Res<()> {
     Ok(())
 }
 
+/// COPY text rows `(group, columns...)`; rows of inserts only without the group (all are
+/// upserts), ready to COPY straight into the target table.
 fn write_rows(c: &Collapsed, plan: &Plan, deleted: i64, upserted: i64) -> Res<(Vec<u8>, u64, u64)> {
     let mut out = Vec::with_capacity(c.entries.len() * (8 + 16 * plan.cols.len()));
     let (mut upserts, mut deletes) = (0, 0);
+    let grouped = c.changed;
     for entry in &c.entries {
         if entry.delete {
             deletes += 1;
-            push_i64(&mut out, deleted);
         } else {
             upserts += 1;
-            push_i64(&mut out, upserted);
+        }
+        if grouped {
+            push_i64(&mut out, if entry.delete { deleted } else { upserted });
         }
         for (i, &col) in plan.cols.iter().enumerate() {
-            out.push(b'\t');
+            if grouped || i > 0 {
+                out.push(b'\t');
+            }
             let written = !entry.delete || plan.key.contains(&i);
             match c.row(&entry.row)[i] {
                 Some(raw) if written => write_value(&mut out, col, raw)?,

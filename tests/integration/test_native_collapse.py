@@ -8,6 +8,7 @@ id, malformed bytes) and a sink run that goes through it end to end."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import struct
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from consumers import native_collapse
-from consumers.batch import SinkRecord, collapse
+from consumers.batch import CopyRows, SinkRecord, collapse
 from consumers.ddl import column_definition
 from consumers.pg_values import pg_value
 from consumers.sink import SinkLoop
@@ -176,12 +177,20 @@ def python_rows(values: list[bytes], table: TableSchema = TABLE) -> list[tuple[A
 def stage_db(services: Any) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(services.postgres, autocommit=True) as conn:
         columns = sql.SQL(", ").join(
-            [sql.SQL("g smallint")]
+            [sql.SQL("g smallint DEFAULT -1")]  # as consumers/postgres_sink.py's stage
             + [column_definition(c, c.sql_type, False) for c in TABLE.columns]
         )
         for name in ("stage_native", "stage_python"):
             conn.execute(sql.SQL("CREATE TEMP TABLE {} ({})").format(sql.Identifier(name), columns))
         yield conn
+
+
+def copy_native(conn: psycopg.Connection[Any], copied: CopyRows) -> None:
+    """The native rows into stage_native; rows of inserts only come without their group."""
+    columns = TABLE.column_names if copied.inserts_only else ("g", *TABLE.column_names)
+    names = sql.SQL(", ").join(sql.Identifier(n) for n in columns)
+    with conn.cursor().copy(sql.SQL("COPY stage_native ({}) FROM STDIN").format(names)) as cp:
+        cp.write(copied.copy)
 
 
 def differences(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -212,9 +221,8 @@ def test_native_rows_equal_the_python_path(
     assert copied.upserts + copied.deletes == len(expected)
     conn = stage_db
     conn.execute("TRUNCATE stage_native, stage_python")
+    copy_native(conn, copied)
     names = sql.SQL(", ").join(sql.Identifier(n) for n in ("g", *TABLE.column_names))
-    with conn.cursor().copy(sql.SQL("COPY stage_native ({}) FROM STDIN").format(names)) as cp:
-        cp.write(copied.copy)
     with conn.cursor().copy(sql.SQL("COPY stage_python ({}) FROM STDIN").format(names)) as cp:
         for staged in expected:
             cp.write_row(staged)
@@ -278,9 +286,7 @@ def test_edge_values_as_postgresql_stores_them(stage_db: psycopg.Connection[Any]
     assert not isinstance(result, native_collapse.Fallback)
     conn = stage_db
     conn.execute("TRUNCATE stage_native")
-    names = sql.SQL(", ").join(sql.Identifier(n) for n in ("g", *TABLE.column_names))
-    with conn.cursor().copy(sql.SQL("COPY stage_native ({}) FROM STDIN").format(names)) as cp:
-        cp.write(result[0].copy)
+    copy_native(conn, result[0])
     got = conn.execute(
         "SELECT code, real4::text, real8::text, price, wide, day, at, local, stamp, blob "
         "FROM stage_native"
@@ -336,3 +342,42 @@ def test_a_sink_applies_through_the_native_path(task: TaskConfig, feed: ChangeFe
     with psycopg.connect(url) as conn:
         got = conn.execute("SELECT id, name, price FROM public.items_native ORDER BY id").fetchall()
     assert got == [(k, expected[k]["name"], expected[k]["price"]) for k in sorted(expected)]
+
+
+def run_until_caught_up(task: TaskConfig) -> SinkLoop:
+    stop = threading.Event()
+    loop = SinkLoop(task, stop)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_caught_up(task, 1)
+    finally:
+        stop.set()
+        thread.join(30)
+        loop.close()
+    return loop
+
+
+def test_inserts_of_keys_already_there_go_through_the_stage(
+    task: TaskConfig, feed: ChangeFeed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows of inserts only are COPY'd straight into the table unless a key is already there
+    (snapshot rows read again after a restart): then the stage upserts them all, with no
+    detour through the Python path."""
+    caplog.set_level(logging.INFO, logger="consumers.sink")
+    items = table_schema("items_again")
+    feed.register(items)
+    for key in range(1, 21):
+        feed.send(items, "r", after=sink_row(key))
+    feed.flush()
+    run_until_caught_up(task)
+    for key in range(15, 31):
+        feed.send(items, "r", after=sink_row(key, 1))
+    feed.flush()
+    loop = run_until_caught_up(task)
+    assert loop.native is not None and loop.native.taken_events == 16
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        got = conn.execute("SELECT id, name FROM public.items_again ORDER BY id").fetchall()
+    assert got == [(k, sink_row(k, 1 if k >= 15 else 0)["name"]) for k in range(1, 31)]
+    assert "applying the batch again in Python" not in caplog.text
