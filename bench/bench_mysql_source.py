@@ -24,6 +24,7 @@ from psycopg import sql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import WriteRowsEvent
 
+from headwater.cleanup import delete_topics
 from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
 from producers.mysql import catalog
@@ -111,6 +112,8 @@ def _run_until_caught_up(task: TaskConfig, timeout: float) -> float:
         return time.monotonic() - started
     finally:
         runner.stop()
+        for _line in delete_topics(task):
+            pass
 
 
 def bench_full_load(db: str, rows: int, target_db: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from headwater.cleanup import cleanup_task
 from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
 from headwater.stack import manager
@@ -185,6 +186,8 @@ def main() -> None:
             stream_s = time.monotonic() - start
         finally:
             runner.stop()
+            for _line in cleanup_task(runner.task, topics=True):
+                pass
     finally:
         for name in (src, dst, pipe, *bases):
             drop_db(name)

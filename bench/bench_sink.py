@@ -39,6 +39,7 @@ import pymysql
 from psycopg import sql
 
 from consumers.sink import SinkLoop
+from headwater.cleanup import delete_topics
 from headwater.config import TaskConfig
 from headwater.gc_tuning import tune_gc
 from producers.event_writer import EventWriter
@@ -369,7 +370,24 @@ def main() -> None:
         f"{len(events):,} events ({len(net):,} net rows), topic prefix {prefix}, "
         f"{args.workers} partition(s) and sink process(es)"
     )
-    seconds = produce(_task(f"b{suffix}p", prefix, "postgres", PG_ADMIN, 1, args.workers), events)
+    producing = _task(f"b{suffix}p", prefix, "postgres", PG_ADMIN, 1, args.workers)
+    try:
+        run_targets(args, suffix, prefix, producing, events, net)
+    finally:
+        for _line in delete_topics(producing):  # 1M events are ~250 MB of Kafka log
+            pass
+
+
+def run_targets(
+    args: argparse.Namespace,
+    suffix: str,
+    prefix: str,
+    producing: TaskConfig,
+    events: list[Event],
+    net: dict[int, dict[str, Any]],
+) -> None:
+    """Produce `events`, then apply them into each target not skipped, with its baselines."""
+    seconds = produce(producing, events)
     print(f"  produced into Kafka in {seconds:.1f}s ({len(events) / seconds:,.0f} events/s)")
     sample = events[: args.naive_sample]
     pg_db, my_db = f"hw_bench_{suffix}", f"hw_bench_{suffix}"

@@ -34,7 +34,8 @@ def _source(task: TaskConfig) -> Iterator[str]:
             yield f"dropped publication {task.publication}"
 
 
-def _topics(task: TaskConfig) -> Iterator[str]:
+def delete_topics(task: TaskConfig) -> Iterator[str]:
+    """Delete the task's topics (`<prefix>.*`); yields one line per topic."""
     admin = AdminClient({"bootstrap.servers": task.kafka.bootstrap_servers})
     prefix = task.topic_prefix + "."
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
@@ -55,7 +56,7 @@ def cleanup_task(task: TaskConfig, topics: bool = False, target: bool = False) -
     TaskStateStore(task.kafka.bootstrap_servers).delete(task.name)
     yield f"forgot the progress of task {task.name}"
     if topics:
-        yield from _topics(task)
+        yield from delete_topics(task)
     if target:
         from consumers.offsets import forget_offsets
 
