@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -180,10 +180,19 @@ def loaded_directly(conn: Connection, target: sa.Table, copied: list[CopyRows]) 
     if any(rows.columns != columns for rows in copied):
         return False
     text = b"".join(rows.copy for rows in copied)
+    # Each line starts with its group; a user variable takes it and drops it.
+    return _in_savepoint(conn, lambda: _load(conn, target, columns, text, group="@headwater_group"))
+
+
+def _in_savepoint(conn: Connection, attempt: Callable[[], str | None]) -> bool:
+    """Run `attempt` in a savepoint: kept when it returns no warning, rolled back (False)
+    when it warns or raises LoadRefused, rolled back and raised on any other error."""
     savepoint = conn.begin_nested()
     try:
-        # Each line starts with its group; a user variable takes it and drops it.
-        warned = _load(conn, target, columns, text, group="@headwater_group")
+        warned = attempt()
+    except LoadRefused:
+        savepoint.rollback()
+        return False
     except BaseException:
         savepoint.rollback()
         raise
@@ -215,25 +224,18 @@ def replaced_directly(
         lines = text.split(b"\n")
         deletes = b"".join(line + b"\n" for line in lines if line.startswith(deleted))
         text = b"".join(line + b"\n" for line in lines if line and not line.startswith(deleted))
-    savepoint = conn.begin_nested()
-    try:
-        warned = None
+
+    def attempt() -> str | None:
         if text:
             warned = _load(conn, target, columns, text, group="@headwater_group", replace=True)
-        if warned is None and deletes:
+            if warned is not None:
+                return warned
+        if deletes:  # load_copied raises LoadRefused on a warning
             count = deletes.count(b"\n")
             load_copied(conn, target, schema, [CopyRows(columns, deletes, 0, count, False)])
-    except LoadRefused:
-        savepoint.rollback()
-        return False
-    except BaseException:
-        savepoint.rollback()
-        raise
-    if warned is not None:
-        savepoint.rollback()
-        return False
-    savepoint.commit()
-    return True
+        return None
+
+    return _in_savepoint(conn, attempt)
 
 
 def _stage_table(target: sa.Table, columns: tuple[str, ...]) -> sa.Table:

@@ -187,6 +187,16 @@ def start_sink(task: TaskConfig) -> RunningSink:
     return RunningSink(loop, stop, thread, failure)
 
 
+def run_until_caught_up(task: TaskConfig, topics: int = 1) -> RunningSink:
+    """A sink started, run until it applied everything in `topics` topics, and halted."""
+    sink = start_sink(task)
+    try:
+        wait_caught_up(task, topics)
+    finally:
+        sink.halt()
+    return sink
+
+
 @pytest.fixture
 def feed(task: TaskConfig) -> Iterator[ChangeFeed]:
     feed = ChangeFeed(task)

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import struct
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -30,14 +29,13 @@ from consumers import native_collapse
 from consumers.batch import CopyRows, SinkRecord, collapse
 from consumers.ddl import column_definition
 from consumers.pg_values import pg_value
-from consumers.sink import SinkLoop
 from headwater.config import TaskConfig
 from schemas.avro_codec import compile_codec
 from schemas.avro_schemas import value_schema
 from schemas.envelope import ChangeEvent, Row, SourceInfo, envelope_record, event_from_record
 from schemas.pg_types import DATE_INFINITY, TIMESTAMP_INFINITY
 from schemas.tables import Column, TableId, TableSchema
-from tests.sink_support import ChangeFeed, feed, table_schema, wait_caught_up
+from tests.sink_support import ChangeFeed, feed, run_until_caught_up, table_schema
 from tests.sink_support import row as sink_row
 
 pytestmark = pytest.mark.integration
@@ -327,35 +325,12 @@ def test_a_sink_applies_through_the_native_path(task: TaskConfig, feed: ChangeFe
         expected.pop(key)
     feed.flush()
     events = 300 + 100 + len(range(1, 300, 7))
-    stop = threading.Event()
-    loop = SinkLoop(task, stop)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
-        wait_caught_up(task, 1)
-    finally:
-        stop.set()
-        thread.join(30)
-        loop.close()
+    loop = run_until_caught_up(task).loop
     assert loop.native is not None and loop.native.taken_events == events
     url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as conn:
         got = conn.execute("SELECT id, name, price FROM public.items_native ORDER BY id").fetchall()
     assert got == [(k, expected[k]["name"], expected[k]["price"]) for k in sorted(expected)]
-
-
-def run_until_caught_up(task: TaskConfig) -> SinkLoop:
-    stop = threading.Event()
-    loop = SinkLoop(task, stop)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
-        wait_caught_up(task, 1)
-    finally:
-        stop.set()
-        thread.join(30)
-        loop.close()
-    return loop
 
 
 def test_inserts_of_keys_already_there_go_through_the_stage(
@@ -374,7 +349,7 @@ def test_inserts_of_keys_already_there_go_through_the_stage(
     for key in range(15, 31):
         feed.send(items, "r", after=sink_row(key, 1))
     feed.flush()
-    loop = run_until_caught_up(task)
+    loop = run_until_caught_up(task).loop
     assert loop.native is not None and loop.native.taken_events == 16
     url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as conn:

@@ -53,9 +53,8 @@ from tests.sink_support import (
     feed,
     mariadb_database,
     read_dead_letters,
-    start_sink,
+    run_until_caught_up,
     table_schema,
-    wait_caught_up,
 )
 from tests.sink_support import row as sink_row
 
@@ -577,11 +576,7 @@ def test_a_sink_applies_through_the_native_path(task: TaskConfig, feed: ChangeFe
         expected.pop(key)
     feed.flush()
     events = 300 + 100 + len(range(1, 300, 7))
-    sink = start_sink(task)
-    try:
-        wait_caught_up(task, 1)
-    finally:
-        sink.halt()
+    sink = run_until_caught_up(task)
     assert sink.loop.native is not None and sink.loop.native.taken_events == events
     engine = MySqlTarget().engine(task)
     with engine.connect() as conn:
@@ -621,22 +616,14 @@ def test_updates_keep_what_a_replace_would_lose(task: TaskConfig, feed: ChangeFe
     for key in range(1, 21):
         feed.send(items, "c", after=sink_row(key))
     feed.flush()
-    sink = start_sink(task)
-    try:
-        wait_caught_up(task, 1)
-    finally:
-        sink.halt()
+    sink = run_until_caught_up(task)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE items_kept SET kept = CONCAT('mine ', id)")
         conn.exec_driver_sql("INSERT INTO items_kept_child SELECT id, id FROM items_kept")
     for key in range(1, 21):
         feed.send(items, "u", after=sink_row(key, 1))
     feed.flush()
-    sink = start_sink(task)
-    try:
-        wait_caught_up(task, 1)
-    finally:
-        sink.halt()
+    sink = run_until_caught_up(task)
     assert sink.loop.native is not None and sink.loop.native.taken_events == 20
     with engine.connect() as conn:
         got = conn.exec_driver_sql("SELECT id, name, kept FROM items_kept ORDER BY id").fetchall()
@@ -662,11 +649,7 @@ def test_a_refused_record_reaches_the_dead_letter_topic(task: TaskConfig, feed: 
         name: dict[str, Any] = {"name": "a name far too long for the target"} if key == 23 else {}
         feed.send(items, "c", after=sink_row(key, **name))
     feed.flush()
-    sink = start_sink(task)
-    try:
-        wait_caught_up(task, 1)
-    finally:
-        sink.halt()
+    sink = run_until_caught_up(task)
     assert sink.loop.native is not None and sink.loop.native.taken_events == 40
     with engine.connect() as conn:
         got = [r[0] for r in conn.exec_driver_sql("SELECT id FROM items_poison ORDER BY id")]
@@ -690,11 +673,7 @@ def test_without_load_data_local_the_python_path_goes_on(
     for key in range(1, 31):
         feed.send(items, "c", after=sink_row(key))
     feed.flush()
-    sink = start_sink(task)
-    try:
-        wait_caught_up(task, 1)
-    finally:
-        sink.halt()
+    sink = run_until_caught_up(task)
     assert sink.loop.native is not None and sink.loop.native.taken_events == 30
     assert isinstance(sink.loop.target, MySqlSink)
     assert not sink.loop.target.takes_native(items.table)
