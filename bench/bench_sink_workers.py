@@ -23,6 +23,7 @@ from psycopg import sql
 
 from consumers.lag import sink_lag
 from consumers.offsets import load_offsets
+from headwater.cleanup import delete_topics
 from headwater.config import TaskConfig
 from producers.event_writer import EventWriter
 from schemas.envelope import ChangeEvent, SourceInfo
@@ -110,8 +111,12 @@ def _one_run(target: str, events: int, truncates: int, workers: int) -> float:
             "kafka": {"partitions": 3},
         }
     )
-    produce(task, events, truncates)
-    return apply_with(task, workers)
+    try:
+        produce(task, events, truncates)
+        return apply_with(task, workers)
+    finally:
+        for _line in delete_topics(task):
+            pass
 
 
 def main() -> None:
