@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from consumers.local_infile import install_guard
 from consumers.sql_dialect import Converter, base_type, declared_length
 from headwater.config import TaskConfig
 from schemas.tables import Column, TableId
@@ -75,9 +76,9 @@ class MySqlTarget:
     name = "mysql"
 
     def __init__(self, local_infile: bool = False) -> None:
-        # LOAD DATA LOCAL for the native path (consumers/mysql_load.py) only: with it on, the
-        # server may ask the driver for any file the sink can read.
-        self.local_infile = local_infile
+        # LOAD DATA LOCAL for the native path (consumers/mysql_load.py) only, and only for the
+        # files the sink wrote for it (consumers/local_infile.py).
+        self.local_infile = local_infile and install_guard()
 
     def engine(self, task: TaskConfig) -> Engine:
         return sa.create_engine(

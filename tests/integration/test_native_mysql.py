@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Context, Decimal
 from functools import cached_property
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 from consumers import mysql_sink, native_mysql
 from consumers.batch import SinkRecord, collapse
+from consumers.local_infile import allowed
 from consumers.mysql_load import (
     DELETED_GROUP,
     UPSERT_GROUP,
@@ -507,6 +509,24 @@ def test_edge_values_as_mariadb_stores_them(target: tuple[MySqlSink, sa.Connecti
     assert got["uid"] == str(uuid.UUID(int=0xABC)) and got["blob"] == row["blob"]
     assert got["stamp"] == datetime(1969, 12, 31, 23, 59, 59, 999999)
     assert got["wide"] == row["wide"] and got["day"] == row["day"] and got["flag"] == 0
+
+
+def test_load_data_local_sends_only_the_sinks_own_files(
+    target: tuple[MySqlSink, sa.Connection], tmp_path: Path
+) -> None:
+    """A LOAD DATA LOCAL naming any other file (as a hostile server's reply could) is
+    refused by the client: nothing of it reaches the server."""
+    _sink, conn = target
+    secret = tmp_path / "secret.tsv"
+    secret.write_text("1\tnot for the server\n")
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE probe (id INT, body TEXT)")
+    with pytest.raises(sa.exc.OperationalError, match="refused"):
+        conn.exec_driver_sql("LOAD DATA LOCAL INFILE %s INTO TABLE probe", (str(secret),))
+    conn.rollback()
+    with allowed(str(secret)):
+        conn.exec_driver_sql("LOAD DATA LOCAL INFILE %s INTO TABLE probe", (str(secret),))
+    assert conn.exec_driver_sql("SELECT id, body FROM probe").all() == [(1, "not for the server")]
+    conn.rollback()
 
 
 def test_a_value_the_target_cannot_hold_is_refused(
