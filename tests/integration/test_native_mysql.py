@@ -406,16 +406,21 @@ def test_native_rows_equal_the_python_path_from_a_mysql_source(
     both_ways(*target, MY_BIN if replace else MY, earlier, batch, replace)
 
 
+def items_table(name: str, name_width: int = 200, extra: str = "") -> str:
+    """CREATE TABLE for the columns of tests.sink_support.table_schema, made by hand."""
+    return (
+        f"CREATE TABLE {name} (id INT PRIMARY KEY, name VARCHAR({name_width}) NOT NULL, "
+        "price DECIMAL(12,2), note LONGTEXT, created DATETIME(6), payload JSON, "
+        f"uid CHAR(36), data LONGBLOB, day DATE, at TIME(6){extra})"
+    )
+
+
 def test_replace_only_where_it_is_an_upsert(target: tuple[MySqlSink, sa.Connection]) -> None:
     """REPLACE deletes the row it meets: not where that deletes another row (a second
     unique key), fires ON DELETE actions (a foreign key naming the table) or triggers, or
     resets a column the rows do not carry."""
     _sink, conn = target
     schema = table_schema("replace_probe")
-    columns = (
-        "id INT PRIMARY KEY, name VARCHAR(200), price DECIMAL(12,2), note LONGTEXT, "
-        "created DATETIME(6), payload JSON, uid CHAR(36), data LONGBLOB, day DATE, at TIME(6)"
-    )
     extras = {
         "plain": [],
         "unique": ["ALTER TABLE {t} ADD UNIQUE KEY (uid)"],
@@ -435,7 +440,7 @@ def test_replace_only_where_it_is_an_upsert(target: tuple[MySqlSink, sa.Connecti
     with conn.begin():
         for case, statements in extras.items():
             name = f"replace_{case}"
-            conn.exec_driver_sql(f"CREATE TABLE {name} ({columns})")
+            conn.exec_driver_sql(items_table(name))
             for statement in statements:
                 conn.exec_driver_sql(statement.format(t=name))
             found[case] = replaces_as_upsert(conn, (None, name), schema)
@@ -622,11 +627,7 @@ def test_updates_keep_what_a_replace_would_lose(task: TaskConfig, feed: ChangeFe
     foreign key ties to it: the sink's native updates keep both (no REPLACE there)."""
     engine = MySqlTarget().engine(task)
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE items_kept (id INT PRIMARY KEY, name VARCHAR(200) NOT NULL, "
-            "price DECIMAL(12,2), note LONGTEXT, created DATETIME(6), payload JSON, "
-            "uid CHAR(36), data LONGBLOB, day DATE, at TIME(6), kept VARCHAR(20))"
-        )
+        conn.exec_driver_sql(items_table("items_kept", extra=", kept VARCHAR(20)"))
         conn.exec_driver_sql(
             "CREATE TABLE items_kept_child (id INT PRIMARY KEY, parent INT NOT NULL, "
             "FOREIGN KEY (parent) REFERENCES items_kept (id) ON DELETE CASCADE)"
@@ -658,11 +659,7 @@ def test_a_refused_record_reaches_the_dead_letter_topic(task: TaskConfig, feed: 
     through the Python path, which sends that one record to the dead-letter topic."""
     engine = MySqlTarget().engine(task)
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE items_poison (id INT PRIMARY KEY, name VARCHAR(12) NOT NULL, "
-            "price DECIMAL(12,2), note LONGTEXT, created DATETIME(6), payload JSON, "
-            "uid CHAR(36), data LONGBLOB, day DATE, at TIME(6))"
-        )
+        conn.exec_driver_sql(items_table("items_poison", name_width=12))
     items = table_schema("items_poison")
     feed.register(items)
     for key in range(1, 41):
