@@ -49,13 +49,15 @@ class CopyRows:
     for the target's staging table: PostgreSQL COPY text (consumers/native_collapse.py) or
     MySQL LOAD DATA text (consumers/native_mysql.py). `deletes` rows carry only the key,
     `upserts` rows every column. PostgreSQL rows of inserts only come without the group
-    (`columns` alone), for a COPY straight into the target."""
+    (`columns` alone), for a COPY straight into the target. PostgreSQL rows may be binary
+    COPY instead, written for the target column types `binary` (consumers/native_collapse.py)."""
 
     columns: tuple[str, ...]
     copy: bytes
     upserts: int
     deletes: int
     inserts_only: bool = False  # every event an insert or a snapshot read
+    binary: tuple[str, ...] | None = None
 
 
 Change = Upsert | None

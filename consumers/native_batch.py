@@ -38,6 +38,7 @@ class NativeOutput(Protocol):
 
     def collapse(
         self,
+        table: TableId,
         plan: Any,
         columns: tuple[str, ...],
         values: list[bytes],
@@ -46,8 +47,16 @@ class NativeOutput(Protocol):
     ) -> tuple[CopyRows, int | None] | native_collapse.Fallback: ...
 
 
+ColumnTypes = Callable[[TableId, tuple[str, ...]], tuple[str, ...] | None]
+"""The target's type names of a table's columns, when the target knows them yet."""
+
+
 class CopyOutput:
-    """PostgreSQL COPY text rows (consumers/native_collapse.py)."""
+    """PostgreSQL COPY rows (consumers/native_collapse.py): binary where `types` gives the
+    target's column types and the library writes them, else text."""
+
+    def __init__(self, types: ColumnTypes | None = None) -> None:
+        self.types = types
 
     def plan(self, schema_id: int, value_schema: dict[str, Any]) -> Any | None:
         spec = native_collapse.plan_spec(schema_id, value_schema)
@@ -55,13 +64,15 @@ class CopyOutput:
 
     def collapse(
         self,
+        table: TableId,
         plan: Any,
         columns: tuple[str, ...],
         values: list[bytes],
         deleted_group: int,
         upsert_group: int,
     ) -> tuple[CopyRows, int | None] | native_collapse.Fallback:
-        return native_collapse.collapse(plan, columns, values, deleted_group, upsert_group)
+        types = None if self.types is None else self.types(table, columns)
+        return native_collapse.collapse(plan, columns, values, deleted_group, upsert_group, types)
 
 
 class LoadDataOutput:
@@ -72,6 +83,7 @@ class LoadDataOutput:
 
     def collapse(
         self,
+        table: TableId,
         plan: Any,
         columns: tuple[str, ...],
         values: list[bytes],
@@ -112,6 +124,7 @@ class NativeBatcher:
         self.accepts = accepts
         self._plans: dict[int, Any | None] = {}
         self.taken_events = 0  # collapsed natively, for tests and progress lines
+        self.binary_events = 0  # of those, written as binary COPY rows
 
     def take(self, messages: list[Message]) -> tuple[list[NativePart], list[Message]]:
         """The topics collapsed natively, and the messages left for the Python path (in
@@ -174,7 +187,12 @@ class NativeBatcher:
         for partition, partition_messages in partitions.items():
             values = [v for m in partition_messages if (v := m.value()) is not None]
             result = self.output.collapse(
-                plan, part.schema.column_names, values, self.deleted_group, self.upsert_group
+                part.schema.table,
+                plan,
+                part.schema.column_names,
+                values,
+                self.deleted_group,
+                self.upsert_group,
             )
             if isinstance(result, native_collapse.Fallback):
                 log.debug("native path leaves %s[%d] to Python (%s)", topic, partition, result)
@@ -183,6 +201,8 @@ class NativeBatcher:
             part.rows.append(rows)
             part.events += len(values)
             self.taken_events += len(values)
+            if rows.binary is not None:
+                self.binary_events += len(values)
             last = partition_messages[-1].offset() or 0  # a partition's come in order
             part.positions[(topic, partition)] = PartitionPosition(last + 1, max_ts)
         return part
@@ -207,7 +227,7 @@ def native_batcher(
 ) -> NativeBatcher | None:
     """The native path of a PostgreSQL or MySQL/MariaDB target, when the library is built
     (else None). `target` (the sink) may say which tables it takes natively
-    (`takes_native(table)`)."""
+    (`takes_native(table)`) and a PostgreSQL one its column types (`column_types`)."""
     accepts = getattr(target, "takes_native", None)
     if task.target.engine == "mysql" and native_mysql.available():
         from consumers.mysql_load import DELETED_GROUP, UPSERT_GROUP
@@ -217,4 +237,5 @@ def native_batcher(
         return None
     from consumers.postgres_sink import DELETED_GROUP, NATIVE_GROUP
 
-    return NativeBatcher(decoder, DELETED_GROUP, NATIVE_GROUP, CopyOutput(), accepts)
+    output = CopyOutput(getattr(target, "column_types", None))
+    return NativeBatcher(decoder, DELETED_GROUP, NATIVE_GROUP, output, accepts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any
 
@@ -130,6 +130,21 @@ class Plan(native_lib.NativePlan):
 
     _new, _free = "hw_plan_new", "hw_plan_free"
 
+    def __init__(self, spec: str) -> None:
+        super().__init__(spec)
+        self._binary: dict[tuple[str, ...], bool] = {}
+
+    def binary_ok(self, types: tuple[str, ...]) -> bool:
+        """Whether the library writes binary COPY for target columns of these type names
+        (`pg_type.typname`, one per column of the plan): only where that gives the target
+        the value the text rows would."""
+        known = self._binary.get(types)
+        if known is None:
+            assert _LIB is not None
+            spec = " ".join(types).encode()
+            known = self._binary[types] = bool(_LIB.hw_binary_ok(self._handle, spec, len(spec)))
+        return known
+
 
 @dataclass(frozen=True, slots=True)
 class Fallback:
@@ -145,10 +160,25 @@ def collapse(
     values: list[bytes],
     deleted_group: int,
     upsert_group: int,
+    types: tuple[str, ...] | None = None,
 ) -> tuple[CopyRows, int | None] | Fallback:
     """Collapse the Avro envelopes `values` (one partition, offset order) to COPY rows, and
-    the latest source commit time among them."""
-    return collapse_with("hw_collapse", plan, columns, values, deleted_group, upsert_group)
+    the latest source commit time among them: binary COPY when the target column types
+    `types` are known and take it (Plan.binary_ok), else text."""
+    if types is None or not plan.binary_ok(types):
+        return collapse_with("hw_collapse", plan, columns, values, deleted_group, upsert_group)
+    spec = " ".join(types).encode()
+    result = collapse_with(
+        "hw_collapse_binary", plan, columns, values, deleted_group, upsert_group, spec, len(spec)
+    )
+    if isinstance(result, Fallback) and not result.malformed:
+        # A value binary cannot carry as the text would (say, out of a column's range):
+        # the text rows give the target what the Python path would.
+        return collapse_with("hw_collapse", plan, columns, values, deleted_group, upsert_group)
+    if isinstance(result, Fallback):
+        return result
+    rows, max_ts = result
+    return replace(rows, binary=types), max_ts
 
 
 def collapse_with(
@@ -158,14 +188,17 @@ def collapse_with(
     values: list[bytes],
     deleted_group: int,
     upsert_group: int,
+    *extra: Any,
 ) -> tuple[CopyRows, int | None] | Fallback:
-    """Call the library's collapse `function` (COPY or LOAD DATA rows) on `values`."""
+    """Call the library's collapse `function` (COPY or LOAD DATA rows) on `values`; `extra`
+    arguments follow the groups."""
     assert _LIB is not None
     data = b"".join(values)
     ends = array("Q", accumulate(map(len, values)))
     ends_address = ends.buffer_info()[0] if values else None
+    groups = (deleted_group, upsert_group)
     result = getattr(_LIB, function)(
-        plan._handle, data, len(data), ends_address, len(values), deleted_group, upsert_group
+        plan._handle, data, len(data), ends_address, len(values), *groups, *extra
     )
     try:
         r = result.contents

@@ -83,6 +83,10 @@ def _key_match(left: str, right: str, keys: tuple[str, ...]) -> sql.Composed:
     )
 
 
+def _format(rows: CopyRows) -> sql.SQL:
+    return sql.SQL(" (FORMAT binary)" if rows.binary is not None else "")
+
+
 def _names(columns: Collection[str]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
@@ -103,6 +107,11 @@ class PostgresSink(SinkBase[PgConnection]):
     def target_table(self, table: TableId) -> TableId:
         """Where a source table lands: the target schema if set, else the source's."""
         return TableId(self.task.target.schema_ or table.schema, table.name)
+
+    def column_types(self, table: TableId, columns: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The target's type names for these columns of source `table`, once this sink has
+        made the target ready (asked by the batcher, to write binary COPY rows)."""
+        return self._tables.column_types(self.target_table(table), columns)
 
     def _set_up(self, conn: Connection) -> None:
         raw = driver_connection(conn)
@@ -189,6 +198,12 @@ class PostgresSink(SinkBase[PgConnection]):
     ) -> list[Rejected]:
         """A table with rows the native path wrote: no keys to bisect, so a refused record
         sends the whole batch back to the Python path (NativeRefused), which finds it."""
+        for rows in changes.copied:
+            if rows.binary is not None and rows.binary != self._tables.column_types(
+                target, rows.columns
+            ):
+                # Written for column types the table no longer has (it was widened since).
+                raise NativeRefused(f"{target}: column types changed since the batch was read")
         try:
             if not self._inserted_directly(raw, target, changes):
                 self._write_table(raw, target, changes)
@@ -210,8 +225,8 @@ class PostgresSink(SinkBase[PgConnection]):
         try:
             with raw.transaction():  # a savepoint
                 for rows in copied:
-                    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                        qualified(target), _names(rows.columns)
+                    statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+                        qualified(target), _names(rows.columns), _format(rows)
                     )
                     with raw.cursor() as cur, cur.copy(statement) as copy:
                         copy.write(rows.copy)  # rows of inserts only come without a group
@@ -258,7 +273,7 @@ class PostgresSink(SinkBase[PgConnection]):
         columns = _names(rows.columns)
         if not rows.inserts_only:
             columns = sql.SQL("{}, {}").format(sql.Identifier(_GROUP), columns)
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(stage.ref, columns)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(stage.ref, columns, _format(rows))
         with raw.cursor() as cur, cur.copy(statement) as copy:
             copy.write(rows.copy)
 

@@ -52,12 +52,23 @@ class PostgresTables:
         # The schema each target was last made ready for: the same schema again needs
         # nothing (no savepoint, no type checks), which is every batch of a steady stream.
         self._ready: dict[TableId, TableSchema] = {}
+        # Each target column's pg_type.typname, read whenever the sink looked at or changed
+        # the table (the batcher's thread reads it to choose binary COPY).
+        self._types: dict[TableId, dict[str, str]] = {}
         self._watch = TypeWatch(task.name)
 
     def forget(self) -> None:
         """Drop what is cached (after a rollback or a new connection)."""
         self._columns.clear()
         self._ready.clear()
+        self._types.clear()
+
+    def column_types(self, target: TableId, columns: Collection[str]) -> tuple[str, ...] | None:
+        """The type names of `columns` of `target` as last read, or None when not known."""
+        types = self._types.get(target)
+        if types is None or any(c not in types for c in columns):
+            return None
+        return tuple(types[c] for c in columns)
 
     def ready(self, target: TableId, schema: TableSchema) -> bool:
         """Whether `target` was made ready for `schema` on this connection already."""
@@ -76,7 +87,8 @@ class PostgresTables:
             return False
         # One sink at a time changes a target's tables; the lock ends with the transaction.
         raw.execute("SELECT pg_advisory_xact_lock(hashtext('headwater.ddl'))")
-        existing = self._target_columns(raw, target)
+        self._types.pop(target, None)
+        existing = list(self._target_types(raw, target))
         if not existing:
             self._create_table(raw, target, schema)
             existing = list(schema.column_names)
@@ -99,6 +111,7 @@ class PostgresTables:
                 )
             existing += [c.name for c in missing]
         self._columns[target] = tuple(existing)
+        self._types[target] = self._target_types(raw, target)
         self._ready[target] = schema
         return bool(widened)
 
@@ -122,13 +135,18 @@ class PostgresTables:
                 change.new,
             )
 
-    def _target_columns(self, raw: PgConnection, target: TableId) -> list[str]:
+    def _target_types(self, raw: PgConnection, target: TableId) -> dict[str, str]:
+        """The target's columns in order, each with its type's name; empty when no table."""
         rows = raw.execute(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            "SELECT a.attname, t.typname FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_type t ON t.oid = a.atttypid"
+            " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped"
+            " ORDER BY a.attnum",
             (target.schema, target.name),
         ).fetchall()
-        return [str(r[0]) for r in rows]
+        return {str(name): str(typname) for name, typname in rows}
 
     def _create_table(self, raw: PgConnection, target: TableId, schema: TableSchema) -> None:
         if not self.task.target.create_tables:

@@ -77,6 +77,11 @@ def _declare(lib: ctypes.CDLL) -> None:
             [p, ctypes.c_char_p, size, p, size, i64, i64],
             ctypes.POINTER(CollapseResult),
         ),
+        "hw_collapse_binary": (
+            [p, ctypes.c_char_p, size, p, size, i64, i64, ctypes.c_char_p, size],
+            ctypes.POINTER(CollapseResult),
+        ),
+        "hw_binary_ok": ([p, ctypes.c_char_p, size], ctypes.c_int32),
         "hw_result_free": ([ctypes.POINTER(CollapseResult)], None),
         "hw_mysql_plan_new": ([ctypes.c_char_p, size], p),
         "hw_mysql_plan_free": ([p], None),

@@ -4,6 +4,7 @@ fresh MariaDB target database."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -14,12 +15,14 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pymysql
 import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from psycopg import sql
 
 from consumers.lag import PartitionLag, sink_lag
 from consumers.offsets import load_offsets
@@ -309,3 +312,26 @@ def assert_offsets_stored_at_log_end(task: TaskConfig, lags: list[PartitionLag])
         k: v.next_offset for k, v in stored.items()
     }
     assert all(p.latency_ms is not None and p.latency_ms >= 0 for p in lags)
+
+
+def target_rows(task: TaskConfig, table: TableId) -> list[tuple[Any, ...]]:
+    """Every row of a PostgreSQL target's `table`, by its first column."""
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        query = sql.SQL("SELECT * FROM {} ORDER BY 1").format(
+            sql.Identifier(table.schema, table.name)
+        )
+        return conn.execute(query).fetchall()
+
+
+def as_stored(values: Row, schema: TableSchema) -> tuple[Any, ...]:
+    """A row as psycopg reads it back from a PostgreSQL target."""
+    out = []
+    for col in schema.columns:
+        value = values.get(col.name)
+        if value is not None and col.type_name == "jsonb":
+            value = json.loads(value)
+        elif value is not None and col.type_name == "uuid":
+            value = uuid.UUID(value)
+        out.append(value)
+    return tuple(out)

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 pub mod encode;
+pub mod pgbinary;
 pub mod stream;
 
 /// A primitive type of a `source` field (only skipped, except the commit time).
@@ -328,6 +329,16 @@ fn read_event<'a>(message: &'a [u8], plan: &Plan, cells: &mut Vec<Cell<'a>>) -> 
     })
 }
 
+/// Two values of a key column (a number, date or time) in their type's order.
+fn compare_cells(col: Col, a: Cell, b: Cell) -> std::cmp::Ordering {
+    let decimal = |raw: &[u8]| unscaled(raw).unwrap_or(0);
+    match (a, b, col) {
+        (Some(a), Some(b), Col::Decimal(_)) => decimal(a).cmp(&decimal(b)),
+        (Some(a), Some(b), _) => zigzag(a).unwrap_or(0).cmp(&zigzag(b).unwrap_or(0)),
+        _ => a.cmp(&b),
+    }
+}
+
 /// The identity of a row: its key column's bytes as they are when the key has one column
 /// (no copy), else each key column's length and bytes; None when a key column is null.
 fn key_of<'a>(row: &[Cell<'a>], plan: &Plan) -> Option<Cow<'a, [u8]>> {
@@ -410,6 +421,46 @@ impl<'a> Collapsed<'a> {
     /// The column values of `row`.
     pub(crate) fn row(&self, row: &Row) -> &[Cell<'a>] {
         &self.cells[row.clone()]
+    }
+
+    /// Order the net changes by key, as the target's primary key index orders them: the
+    /// target then finds the rows of an update or delete batch page after page instead of
+    /// at random (measured: a third off PostgreSQL's upsert of 36k random existing keys).
+    /// Only keys of numbers, dates and times, which a target compares as this does: two
+    /// strings a target's collation holds equal ('a' and 'A' in MariaDB's default) must
+    /// stay in the order the Python path applies them, the last seen last.
+    fn sort_by_key(&mut self, plan: &Plan) {
+        let exact = |k: &usize| {
+            matches!(
+                plan.cols[*k],
+                Col::Long
+                    | Col::Date
+                    | Col::Time
+                    | Col::Timestamp
+                    | Col::LocalTimestamp
+                    | Col::Decimal(_)
+            )
+        };
+        if !plan.key.iter().all(exact) {
+            return;
+        }
+        let cells = &self.cells;
+        if let [k] = plan.key[..] {
+            if !matches!(plan.cols[k], Col::Decimal(_)) {
+                // A key cell of these types was read as a long: it decodes.
+                let number = |n: &Net| cells[n.row.start + k].map_or(0, |c| zigzag(c).unwrap_or(0));
+                self.entries.sort_by_cached_key(number);
+                return;
+            }
+        }
+        self.entries.sort_by(|a, b| {
+            let (a, b) = (&cells[a.row.clone()], &cells[b.row.clone()]);
+            plan.key
+                .iter()
+                .map(|&k| compare_cells(plan.cols[k], a[k], b[k]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
     }
 
     /// The rules of consumers/batch.py for full rows: last write wins, an update that moves
@@ -574,20 +625,20 @@ pub(crate) fn write_time_of_day(out: &mut Vec<u8>, micros: i64) -> Res<()> {
     Ok(())
 }
 
-/// The unscaled two's-complement `raw` as decimal text with `scale` digits after the point;
-/// a fallback past `max_digits` (Python's decoder would round it to the precision).
-pub(crate) fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32, max_digits: u32) -> Res<()> {
+/// An Avro decimal's unscaled value (big-endian two's complement); a fallback past 128 bits.
+pub(crate) fn unscaled(raw: &[u8]) -> Res<i128> {
     if raw.len() > 16 {
         return Err(Fail::Fallback);
     }
-    let mut value: i128 = if raw.first().is_some_and(|b| b & 0x80 != 0) {
-        -1
-    } else {
-        0
-    };
-    for &b in raw {
-        value = (value << 8) | i128::from(b);
-    }
+    let negative = raw.first().is_some_and(|b| b & 0x80 != 0);
+    let init: i128 = if negative { -1 } else { 0 };
+    Ok(raw.iter().fold(init, |v, &b| (v << 8) | i128::from(b)))
+}
+
+/// The unscaled two's-complement `raw` as decimal text with `scale` digits after the point;
+/// a fallback past `max_digits` (Python's decoder would round it to the precision).
+pub(crate) fn write_decimal(out: &mut Vec<u8>, raw: &[u8], scale: u32, max_digits: u32) -> Res<()> {
+    let value = unscaled(raw)?;
     let mut buf: Digits = [b'0'; 48];
     let at = digits_into(&mut buf, value.unsigned_abs());
     if buf.len() - at > max_digits as usize {
@@ -749,6 +800,7 @@ pub(crate) fn collapse_with(
             .and_then(|event| collapsed.add(event, plan))
             .map_err(|f| (code(f), i as u64))?;
     }
+    collapsed.sort_by_key(plan);
     let (copy, upserts, deletes) = write(&collapsed).map_err(|f| (code(f), 0))?;
     Ok(CopyBatch {
         copy,
@@ -1067,6 +1119,25 @@ mod tests {
         out.clear();
         write_decimal(&mut out, &[], 0, 38).unwrap();
         assert_eq!(out, b"0");
+    }
+
+    #[test]
+    fn key_order() {
+        use std::cmp::Ordering::*;
+        // zigzag varints: -1 = 01, 1 = 02, 64 = 80 01 (bytewise above 02, and larger)
+        let (minus_one, one, big) = (&[0x01u8][..], &[0x02u8][..], &[0x80u8, 0x01][..]);
+        assert_eq!(compare_cells(Col::Long, Some(minus_one), Some(one)), Less);
+        assert_eq!(compare_cells(Col::Long, Some(big), Some(one)), Greater);
+        // decimals: two's complement big-endian of any length
+        let (minus, small, large) = (&[0xFFu8][..], &[0x05u8][..], &[0x01u8, 0x00][..]);
+        assert_eq!(
+            compare_cells(Col::Decimal(2), Some(minus), Some(small)),
+            Less
+        );
+        assert_eq!(
+            compare_cells(Col::Decimal(2), Some(large), Some(small)),
+            Greater
+        );
     }
 
     #[test]

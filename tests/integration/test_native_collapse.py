@@ -35,7 +35,14 @@ from schemas.avro_schemas import value_schema
 from schemas.envelope import ChangeEvent, Row, SourceInfo, envelope_record, event_from_record
 from schemas.pg_types import DATE_INFINITY, TIMESTAMP_INFINITY
 from schemas.tables import Column, TableId, TableSchema
-from tests.sink_support import ChangeFeed, feed, run_until_caught_up, table_schema
+from tests.sink_support import (
+    ChangeFeed,
+    as_stored,
+    feed,
+    run_until_caught_up,
+    table_schema,
+    target_rows,
+)
 from tests.sink_support import row as sink_row
 
 pytestmark = pytest.mark.integration
@@ -77,6 +84,15 @@ CODEC = compile_codec(fastavro.parse_schema(VALUE_SCHEMA, _write_hint=True))
 HEADER = struct.pack(">bI", 0, SCHEMA_ID)
 # The same table keyed by one column: the library's index then holds the key's own bytes.
 BY_CODE = TableSchema(TABLE.table, TABLE.columns, ("code",))
+# Without the one column binary COPY does not write (numeric without precision travels as
+# a string): the library writes these tables' rows in binary for the stage's column types.
+BINARY = TableSchema(
+    TABLE.table, tuple(c for c in TABLE.columns if c.name != "free"), TABLE.primary_key
+)
+BINARY_BY_CODE = TableSchema(BINARY.table, BINARY.columns, ("code",))
+# Keyed by the integer alone: the library orders these rows by key.
+BY_ID = TableSchema(TABLE.table, TABLE.columns, ("id",))
+BINARY_BY_ID = TableSchema(BINARY.table, BINARY.columns, ("id",))
 
 WIDE = Context(prec=40)
 texts = st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=12)
@@ -141,22 +157,34 @@ events = st.lists(
 )
 
 
+_CODECS: dict[tuple[Column, ...], Any] = {TABLE.columns: CODEC}
+
+
+def codec(table: TableSchema) -> Any:
+    """The Avro codec of `table`'s envelope (TABLE's is CODEC)."""
+    found = _CODECS.get(table.columns)
+    if found is None:
+        parsed = fastavro.parse_schema(value_schema("native", table), _write_hint=True)
+        found = _CODECS[table.columns] = compile_codec(parsed)
+    assert found is not None
+    return found
+
+
 def encode(
     op: str, before: Row | None, after: Row | None, n: int, table: TableSchema = TABLE
 ) -> bytes:
     source = SourceInfo("postgresql", "t", "db", TABLE.table, 1_700_000_000_000 + n, lsn=n)
     record = envelope_record(ChangeEvent(op, source, before, after, n), table)  # type: ignore[arg-type]
     out = bytearray(HEADER)
-    assert CODEC is not None
-    CODEC.write(out, record)
+    codec(table).write(out, record)
     return bytes(out)
 
 
 def python_rows(values: list[bytes], table: TableSchema = TABLE) -> list[tuple[Any, ...]]:
     """The staging rows the Python path writes for the same messages (postgres_sink._copy)."""
-    assert CODEC is not None
+    read = codec(table).read
     records = [
-        SinkRecord("t", 0, i, table, event_from_record(CODEC.read(v, 5), table))
+        SinkRecord("t", 0, i, table, event_from_record(read(v, 5), table))
         for i, v in enumerate(values)
     ]
     changes = collapse(records).tables[table.table]
@@ -185,10 +213,23 @@ def stage_db(services: Any) -> Iterator[psycopg.Connection[Any]]:
 
 def copy_native(conn: psycopg.Connection[Any], copied: CopyRows) -> None:
     """The native rows into stage_native; rows of inserts only come without their group."""
-    columns = TABLE.column_names if copied.inserts_only else ("g", *TABLE.column_names)
+    columns = copied.columns if copied.inserts_only else ("g", *copied.columns)
     names = sql.SQL(", ").join(sql.Identifier(n) for n in columns)
-    with conn.cursor().copy(sql.SQL("COPY stage_native ({}) FROM STDIN").format(names)) as cp:
+    binary = sql.SQL(" (FORMAT binary)" if copied.binary is not None else "")
+    statement = sql.SQL("COPY stage_native ({}) FROM STDIN{}").format(names, binary)
+    with conn.cursor().copy(statement) as cp:
         cp.write(copied.copy)
+
+
+def stage_types(conn: psycopg.Connection[Any], columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The type names of stage_native's columns, as the sink reads its target's."""
+    found = dict(
+        conn.execute(
+            "SELECT attname, typname FROM pg_attribute JOIN pg_type ON pg_type.oid = atttypid"
+            " WHERE attrelid = 'stage_native'::regclass AND attnum > 0"
+        ).fetchall()
+    )
+    return tuple(found[c] for c in columns)
 
 
 def differences(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -204,23 +245,36 @@ def differences(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(batch=events, table=st.sampled_from([TABLE, BY_CODE]))
+@given(
+    batch=events,
+    table=st.sampled_from([TABLE, BY_CODE, BY_ID, BINARY, BINARY_BY_CODE, BINARY_BY_ID]),
+)
 def test_native_rows_equal_the_python_path(
     stage_db: psycopg.Connection[Any], batch: list[Event], table: TableSchema
 ) -> None:
+    """Text COPY rows (TABLE, BY_CODE) and binary ones (BINARY, BINARY_BY_CODE: the stage's
+    column types given) against the Python path's."""
+    conn = stage_db
     values = [encode(op, before, after, n, table) for n, (op, before, after) in enumerate(batch)]
     spec = native_collapse.plan_spec(SCHEMA_ID, value_schema("native", table))
     assert spec is not None
-    result = native_collapse.collapse(native_collapse.Plan(spec), table.column_names, values, 0, -1)
+    binary = table.columns == BINARY.columns
+    types = stage_types(conn, table.column_names) if binary else None
+    plan = native_collapse.Plan(spec)
+    result = native_collapse.collapse(plan, table.column_names, values, 0, -1, types)
     assert not isinstance(result, native_collapse.Fallback), result
     copied, max_ts = result
+    assert (copied.binary is not None) == binary
     assert max_ts == 1_700_000_000_000 + len(batch) - 1
     expected = python_rows(values, table)
     assert copied.upserts + copied.deletes == len(expected)
-    conn = stage_db
+    if table is BY_ID:  # text rows: the id follows the group unless inserts only
+        at = 0 if copied.inserts_only else 1
+        ids = [int(line.split(b"\t")[at]) for line in copied.copy.splitlines()]
+        assert ids == sorted(ids)
     conn.execute("TRUNCATE stage_native, stage_python")
     copy_native(conn, copied)
-    names = sql.SQL(", ").join(sql.Identifier(n) for n in ("g", *TABLE.column_names))
+    names = sql.SQL(", ").join(sql.Identifier(n) for n in ("g", *table.column_names))
     with conn.cursor().copy(sql.SQL("COPY stage_python ({}) FROM STDIN").format(names)) as cp:
         for staged in expected:
             cp.write_row(staged)
@@ -331,6 +385,95 @@ def test_a_sink_applies_through_the_native_path(task: TaskConfig, feed: ChangeFe
     with psycopg.connect(url) as conn:
         got = conn.execute("SELECT id, name, price FROM public.items_native ORDER BY id").fetchall()
     assert got == [(k, expected[k]["name"], expected[k]["price"]) for k in sorted(expected)]
+
+
+def test_the_sink_copies_in_binary(task: TaskConfig, feed: ChangeFeed) -> None:
+    """The sink makes a topic's table ready when it is assigned the topic, so its batches go
+    as binary COPY from the first; the target holds every column as the Python rules say."""
+    task = task.model_copy(update={"target": task.target.model_copy(update={"batch_size": 100})})
+    items = table_schema("items_binary")
+    feed.register(items)
+    expected: dict[int, Row] = {}
+    for key in range(400):
+        expected[key] = sink_row(key, note=None if key % 5 == 0 else f"n{key}")
+        feed.send(items, "c", after=expected[key])
+    for key in range(0, 400, 3):
+        expected[key] = sink_row(key, 1, price=Decimal("-0.01") * key)
+        feed.send(items, "u", after=expected[key])
+    for key in range(1, 400, 7):
+        feed.send(items, "d", before={"id": key})
+        expected.pop(key)
+    feed.flush()
+    loop = run_until_caught_up(task).loop
+    assert loop.native is not None
+    assert loop.native.binary_events == loop.native.taken_events == 400 + 134 + 57
+    stored = [as_stored(expected[k], items) for k in sorted(expected)]
+    assert target_rows(task, items.table) == stored
+
+
+OTHER_TYPES = ("varchar", "numeric", "text", "timestamptz", "jsonb", "uuid", "bytea", "date")
+OTHER_TYPES += ("time",)
+
+
+def test_binary_rows_for_other_column_types_are_refused(
+    make_task: Callable[..., TaskConfig],
+) -> None:
+    """Rows collapsed for column types the target no longer has (a widening between the
+    batcher's read and the apply) go back to the Python path, never into the table."""
+    from consumers.batch import CollapsedBatch, PartitionPosition, TableChanges
+    from consumers.outcome import NativeRefused
+    from consumers.postgres_sink import PostgresSink
+
+    task = make_task()
+    items = table_schema("items_stale")
+    plan = native_collapse.Plan(
+        native_collapse.plan_spec(SCHEMA_ID, value_schema("native", items)) or ""
+    )
+    target = PostgresSink(task)
+    try:
+        values = [encode("c", None, sink_row(1), 0, items)]
+        topic = "x.public.items_stale"
+        for offset, id_type in enumerate(("int4", "int8")):
+            types = (id_type, *OTHER_TYPES)
+            result = native_collapse.collapse(plan, items.column_names, values, 0, -1, types)
+            assert not isinstance(result, native_collapse.Fallback)
+            changes = TableChanges(items, copied=[result[0]], topics={topic})
+            batch = CollapsedBatch(
+                {items.table: changes}, {(topic, 0): PartitionPosition(offset + 1, None)}, 1
+            )
+            if id_type == "int4":  # the table as the sink made it: binary rows go in
+                target.apply(batch, {(topic, 0): None})
+            else:
+                with pytest.raises(NativeRefused, match="column types changed"):
+                    target.apply(batch, {(topic, 0): 1})
+    finally:
+        target.close()
+    assert target_rows(task, items.table) == [as_stored(sink_row(1), items)]
+
+
+def test_a_value_binary_cannot_carry_goes_as_text() -> None:
+    """A long out of an int2 column's range: binary has no way to say it, the text rows do
+    (and the target refuses them as it refuses the Python path's)."""
+    table = TableSchema(
+        TableId("public", "narrow"),
+        (Column("id", "int4", "integer", nullable=False), Column("n", "int2", "smallint")),
+        ("id",),
+    )
+    spec = native_collapse.plan_spec(SCHEMA_ID, value_schema("native", table))
+    assert spec is not None
+    plan = native_collapse.Plan(spec)
+    types = ("int4", "int2")
+    fits = native_collapse.collapse(
+        plan, table.column_names, [encode("c", None, {"id": 1, "n": 7}, 0, table)], 0, -1, types
+    )
+    too_big = native_collapse.collapse(
+        plan, table.column_names, [encode("c", None, {"id": 1, "n": 40000}, 0, table)], 0, -1, types
+    )
+    assert not isinstance(fits, native_collapse.Fallback)
+    assert not isinstance(too_big, native_collapse.Fallback)
+    assert fits[0].binary == types and too_big[0].binary is None
+    assert too_big[0].copy == b"1\t40000\n"
+    assert not plan.binary_ok(("int4", "numeric"))  # no exact pair: the table goes as text
 
 
 def test_inserts_of_keys_already_there_go_through_the_stage(

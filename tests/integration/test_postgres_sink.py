@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from psycopg import sql
 
 from consumers.lag import sink_lag
 from consumers.offsets import load_offsets
 from consumers.sink import consumer_config, run_sink
 from headwater.config import TaskConfig
-from schemas.envelope import ChangeEvent, Row, SourceInfo
-from schemas.tables import Column, TableId, TableSchema
+from schemas.envelope import ChangeEvent, SourceInfo
+from schemas.tables import Column
 from tests.sink_support import (
     ChangeFeed,
+    as_stored,
     assert_offsets_stored_at_log_end,
     feed,
     items_after_every_kind_of_change,
@@ -34,37 +32,12 @@ from tests.sink_support import (
     sink_thread,
     start_sink,
     table_schema,
+    target_rows,
     wait_caught_up,
 )
 
 pytestmark = pytest.mark.integration
 __all__ = ["feed"]
-
-
-def target_rows(task: TaskConfig, table: TableId) -> list[tuple[Any, ...]]:
-    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(url) as conn:
-        query = sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier(*table_parts(table)))
-        return conn.execute(query).fetchall()
-
-
-def table_parts(table: TableId) -> tuple[str, str]:
-    return table.schema, table.name
-
-
-def as_stored(values: Row, schema: TableSchema) -> tuple[Any, ...]:
-    """A row as psycopg reads it back from the target."""
-    import json
-
-    out = []
-    for col in schema.columns:
-        value = values.get(col.name)
-        if value is not None and col.type_name == "jsonb":
-            value = json.loads(value)
-        elif value is not None and col.type_name == "uuid":
-            value = uuid.UUID(value)
-        out.append(value)
-    return tuple(out)
 
 
 @pytest.fixture
