@@ -184,6 +184,12 @@ class SinkLoop:
         hold every batch for the whole wait unless it filled (measured: p99 >= 0.5 s)."""
         size = self.task.target.batch_size
         messages = self._consume_arrived(size)
+        if not messages and self._pending is not None:
+            # Nothing waiting: settle the batch being applied before blocking, so its
+            # offsets, lag and progress are current while the stream is quiet (not up to
+            # batch_wait_s later).
+            self._drain()
+            messages = self._consume_arrived(size)
         if not messages:
             messages = self.consumer.consume(num_messages=1, timeout=self.task.target.batch_wait_s)
             if messages and size > 1:
