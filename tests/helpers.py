@@ -3,6 +3,9 @@ database written to from a background thread, and the row-by-row check of its ta
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -61,3 +64,16 @@ def write_in_background(
     thread = threading.Thread(target=work)
     thread.start()
     return thread, done
+
+
+def kill_sink_at_random_points(runner: TaskRunner, seed: int, times: int = 3) -> None:
+    """SIGKILL the runner's sink process `times` times, each after a random 0.3-2 s (fixed
+    `seed`), starting a new one after each kill."""
+    rng = random.Random(seed)
+    for _ in range(times):
+        time.sleep(rng.uniform(0.3, 2.0))
+        sink = runner.procs["sink"]
+        assert sink.pid is not None and sink.is_alive()
+        os.kill(sink.pid, signal.SIGKILL)
+        sink.join(10)
+        runner.start_stage("sink")

@@ -6,10 +6,6 @@ seed) and restarted: the target ends equal to the source, nothing lost, nothing 
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +16,7 @@ from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
 from headwater.sample_db import Workload, create_sample
 from producers.postgres.connection import connect
-from tests.helpers import assert_all_match, write_in_background
+from tests.helpers import assert_all_match, kill_sink_at_random_points, write_in_background
 from tests.sink_support import mariadb_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -61,14 +57,7 @@ def test_full_load_and_cdc_into_another_engine(task: TaskConfig, runner: TaskRun
 def test_sink_killed_at_random_points_ends_equal(task: TaskConfig, runner: TaskRunner) -> None:
     runner.wait_caught_up(240)
     writer, done = write_in_background(task, 600, seed=31)
-    rng = random.Random(1234)
-    for _ in range(3):
-        time.sleep(rng.uniform(0.3, 2.0))
-        sink = runner.procs["sink"]
-        assert sink.pid is not None and sink.is_alive()
-        os.kill(sink.pid, signal.SIGKILL)
-        sink.join(10)
-        runner.start_stage("sink")
+    kill_sink_at_random_points(runner, seed=1234)
     writer.join(180)
     assert done
     runner.wait_caught_up(240)
