@@ -13,13 +13,14 @@ JSON and go back into SQL as literals the server casts to the key columns' types
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from producers.postgres.oids import current_name
 from schemas.tables import TableId, TableSchema
 
 Key = list[str]
@@ -45,6 +46,17 @@ class SnapshotChunk:
     index: int
     lower: Key | None
     upper: Key | None
+
+
+def reading_name(
+    conn: psycopg.Connection[Any], schema: TableSchema, oids: Mapping[str, int]
+) -> TableSchema:
+    """`schema` under the name its table has now, for the queries of a load at an older
+    snapshot (a table renamed since is not found under its old name there); `schema`
+    itself when the table kept its name or its OID is not known."""
+    oid = oids.get(str(schema.table))
+    now = current_name(conn, oid) if oid else None
+    return schema if now is None or now == schema.table else replace(schema, table=now)
 
 
 def _table_sql(table: TableId) -> sql.Identifier:

@@ -83,16 +83,27 @@ class TableFollower:
         self._noticed: dict[int, TableId] = {}  # rename notices written, not yet streamed
 
     def start(self, conn: Conn) -> None:
-        """Follow the selected tables by the OIDs the catalog gives them now; saved with
-        their progress, for `renamed_while_stopped` at the next start."""
+        """Follow the selected tables by the OIDs the catalog gives them now (before the
+        slot and its full load: a table renamed after that is a rename the stream shows);
+        saved with their progress, for `renamed_while_stopped` at the next start."""
         # The position first: a rename committed before it shows in the names read next.
         since = oids.current_lsn(conn)
         self.known.clear()
         for oid, table in oids.table_oids(conn, self.tables).items():
             self.known[oid] = Known(table, since)
-            progress = self.state.tables.get(str(table))
+        self.note_oids()
+
+    def note_oids(self) -> None:
+        """Record each followed table's OID with its progress (progress made anew, by a
+        full load or a table loaded again, starts without one)."""
+        for oid, known in self.known.items():
+            progress = self.state.tables.get(str(known.name))
             if progress is not None:
                 progress.oid = oid
+
+    def oids_by_name(self) -> dict[str, int]:
+        """The followed tables' OIDs by their names as followed."""
+        return {str(known.name): oid for oid, known in self.known.items()}
 
     def renamed_while_stopped(self, conn: Conn, types: catalog.TypeResolver, lsn: int) -> None:
         """Tables the last run followed that have another name now: empty the old name, and

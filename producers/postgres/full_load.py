@@ -13,7 +13,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -59,6 +60,7 @@ class ChunkedLoad:
         state: TaskState,
         save: Callable[[], None],
         stop: threading.Event,
+        oids: Mapping[str, int] | None = None,
     ) -> None:
         self.task = task
         self.db = db
@@ -66,6 +68,8 @@ class ChunkedLoad:
         self.state = state
         self.save = save
         self.stop = stop
+        # By str(table): a table renamed after the snapshot is read under its new name.
+        self.oids = dict(oids or {})
         self._last_log = time.monotonic()
 
     def run(
@@ -80,10 +84,16 @@ class ChunkedLoad:
             pool.close()
 
     def _run(self, snapshot_name: str | None, lsn: int | None, pool: WorkerPool) -> None:
+        # `conn` keeps the snapshot importable (exporting it when no slot gave one) and
+        # touches no table: a lock held for the whole load would make a DDL on the table
+        # wait for the load, and the load's next read of it wait behind the DDL for ever.
         with connect(self.task.source.url) as conn:
             snapshot.begin_snapshot(conn, snapshot_name)
             name = snapshot_name or export_snapshot(conn)
-            plan = self._plan(conn)
+            with connect(self.task.source.url) as planner:
+                snapshot.begin_snapshot(planner, name)
+                plan = self._plan(planner)
+                snapshot.end_snapshot(planner)
             setup = WorkerSetup(
                 task_data=self.task.model_dump(by_alias=True),
                 snapshot_name=name,
@@ -92,6 +102,7 @@ class ChunkedLoad:
                 schemas={str(s.table): s for s in self.schemas},
                 log_level=logging.getLogger().getEffectiveLevel(),
                 parent_pid=os.getpid(),
+                oids=self.oids,
             )
             # More workers than chunks: the ones without a chunk end after the snapshot.
             pool.start(setup)  # returns once every worker imported the snapshot
@@ -102,8 +113,11 @@ class ChunkedLoad:
         plans: list[list[chunks.SnapshotChunk]] = []
         chunk_rows = self.task.source.snapshot_chunk_rows
         for schema in self.schemas:
-            estimate = chunks.estimate_rows(conn, schema.table)
-            plan = chunks.plan_chunks(conn, schema, estimate, chunk_rows)
+            now = chunks.reading_name(conn, schema, self.oids)
+            estimate = chunks.estimate_rows(conn, now.table)
+            plan = chunks.plan_chunks(conn, now, estimate, chunk_rows)
+            if now is not schema:  # the chunks keep the name the rows are loaded under
+                plan = [replace(c, table=schema.table) for c in plan]
             self.state.tables[str(schema.table)] = TableProgress(
                 estimate=estimate, chunks_total=len(plan)
             )

@@ -61,6 +61,18 @@ def table_names(conn: Conn, oids: Sequence[int]) -> dict[int, TableId]:
     return {int(oid): TableId(s, n) for oid, s, n in rows}
 
 
+def current_name(conn: Conn, oid: int) -> TableId | None:
+    """The name the table with `oid` has in the latest catalog, even inside a transaction
+    on an older snapshot (where pg_class itself still shows the snapshot's names, but a
+    query must name the table as it is now); None when it no longer exists."""
+    row = conn.execute(
+        "SELECT schema, name FROM pg_identify_object('pg_class'::regclass, %s, 0)", (oid,)
+    ).fetchone()
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return TableId(str(row[0]), str(row[1]))
+
+
 def table_name(conn: Conn, oid: int) -> TableId | None:
     """The name the table with `oid` has now; None when it no longer exists."""
     return table_names(conn, [oid]).get(oid)

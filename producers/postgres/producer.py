@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from functools import partial
 
 import psycopg
@@ -98,13 +99,19 @@ class PostgresProducer:
         try:
             if self.task.mode == "full-load":
                 if self.state.snapshot_status != "done":
+                    self.follower.start(self.conn)  # a table renamed meanwhile is still read
                     self._full_load(snapshot_name=None, lsn=None)
                 return
-            stream = self._prepare_slot()
             self.follower.start(self.conn)  # the OIDs the stream follows tables by
+            stream = self._prepare_slot()
+            self.follower.note_oids()
             # Topics exist from the start, so an idle table still shows (zero) lag.
             for table in self.tables:
-                self.writer.register_table(catalog.describe_table(self.conn, table, self.types))
+                try:
+                    schema = catalog.describe_table(self.conn, table, self.types)
+                except psycopg.errors.UndefinedTable:
+                    continue  # renamed during the full load: the stream follows it
+                self.writer.register_table(schema)
             self.writer.resume = self._resume_filter()
             self._stream(stream)
         finally:
@@ -240,14 +247,15 @@ class PostgresProducer:
         """Chunks of every table read in parallel at the snapshot (see `full_load`); the
         slot is acknowledged past `lsn` only after this returns, every chunk flushed."""
         pool = pool or start_workers(self.task, self.stop)  # overlapping what follows
-        schemas = [catalog.describe_table(self.conn, t, self.types) for t in self.tables]
+        known = self.follower.oids_by_name()
+        schemas = [self._shape_at_load(t, known) for t in self.tables]
         for schema in schemas:
             self.writer.register_table(schema)
         self.state.snapshot_status = "running"
         self.state.tables = {str(t): TableProgress() for t in self.tables}
         self._save_state(force=True)
         save = partial(self._save_state, force=True)
-        ChunkedLoad(self.task, self.db, schemas, self.state, save, self.stop).run(
+        ChunkedLoad(self.task, self.db, schemas, self.state, save, self.stop, known).run(
             snapshot_name, lsn, pool
         )
         self.state.snapshot_status = "done"
@@ -255,6 +263,14 @@ class PostgresProducer:
             self.state.acked_position = format_lsn(lsn)
         self._save_state(force=True)
         log.info("task %s: full load done", self.task.name)
+
+    def _shape_at_load(self, table: TableId, known: dict[str, int]) -> TableSchema:
+        """`table` as the full load reads it, under the name the task selected it by (a
+        rename since is followed in the stream), described by the name it has now."""
+        oid = known.get(str(table))
+        now = oids.current_name(self.conn, oid) if oid else None
+        schema = catalog.describe_table(self.conn, now or table, self.types)
+        return schema if now is None or now == table else replace(schema, table=table)
 
     # --- streaming ----------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
@@ -34,7 +34,7 @@ from headwater.gc_tuning import tune_gc
 from producers.errors import SourceError
 from producers.event_writer import EventWriter
 from producers.postgres import native_rows, snapshot
-from producers.postgres.chunks import SnapshotChunk, copy_query
+from producers.postgres.chunks import SnapshotChunk, copy_query, reading_name
 from producers.postgres.connection import connect
 from schemas.envelope import ChangeEvent, SourceInfo
 from schemas.pg_types import UnrepresentableValue, parse_pg_text
@@ -63,6 +63,9 @@ class WorkerSetup:
     schemas: dict[str, TableSchema]  # by str(table)
     log_level: int
     parent_pid: int
+    # The tables' OIDs (by str(table)): a table renamed since the snapshot is read under
+    # its new name, its rows still named as at the snapshot.
+    oids: dict[str, int] = field(default_factory=dict)
 
 
 # --- worker side -------------------------------------------------------------------------
@@ -125,7 +128,8 @@ class _ChunkReader:
         writer = EventWriter(self.task, registry)
         try:
             with connect(self.task.source.url) as conn:
-                snapshot.begin_snapshot(conn, self.setup.snapshot_name)
+                snapshot.begin_snapshot(conn, self.setup.snapshot_name)  # it imports
+                snapshot.end_snapshot(conn)
                 self.reports.put(("ready", self.pid))
                 while not self.stop.is_set():
                     item = chunks.get()
@@ -133,12 +137,15 @@ class _ChunkReader:
                         break
                     number, chunk = item
                     self.reports.put(("start", number, self.pid))
+                    # One transaction per chunk, at the same snapshot: the chunk's lock on
+                    # its table ends with it, so a DDL waits one chunk, not the whole load.
+                    snapshot.begin_snapshot(conn, self.setup.snapshot_name)
                     rows = self._read(conn, writer, chunk)
+                    snapshot.end_snapshot(conn)
                     if rows is None:
                         break  # stopped half way: the chunk stays unfinished
                     writer.flush()
                     self.reports.put(("done", number, rows, self.pid))
-                snapshot.end_snapshot(conn)
         finally:
             writer.close()
             registry.close()
@@ -160,7 +167,7 @@ class _ChunkReader:
         schema: TableSchema,
         chunk: SnapshotChunk,
     ) -> int | None:
-        query = copy_query(schema, chunk.lower, chunk.upper)
+        query = copy_query(reading_name(conn, schema, self.setup.oids), chunk.lower, chunk.upper)
         encoder = self._encoder(schema)
         if encoder is not None:
             return self._copy_native(conn, writer, schema, query, encoder)

@@ -234,3 +234,58 @@ def test_partitioned_table_streams_under_its_own_name(
     )
     wait_equal(task, r)
     assert set(target_tables(task)) == {"parts"}
+
+
+def test_rename_during_the_initial_full_load(
+    make_task: Callable[..., TaskConfig], runner: Callable[[TaskConfig], TaskRunner]
+) -> None:
+    """A table renamed after the slot's snapshot and before the full load read it (a
+    table of 1,000 small chunks is loaded first, by one worker): its rows are loaded from
+    the snapshot all the same, then followed to the new name like a rename in the stream.
+    The rename does not wait for the load (it waited for ever before: the load's planning
+    transaction held a lock on every table until the load ended, and the load's read of
+    the table queued behind the rename)."""
+    task = make_task(
+        tables={"include": ["public.*"], "exclude": ["public.*_old"]},
+        source={"snapshot_workers": 1, "snapshot_chunk_rows": 100},
+    )
+    run(
+        task,
+        *SETUP[:4],
+        # Most chunks: loaded first (chunks.order_for_load).
+        "CREATE TABLE blocker (id int PRIMARY KEY, v text)",
+        "INSERT INTO blocker SELECT g, 'b' || g FROM generate_series(1, 100000) g",
+    )
+    r = runner(task)
+    store = TaskStateStore(task.kafka.bootstrap_servers)
+    deadline = time.monotonic() + 120
+    while not _loading(store, task, "public.blocker"):
+        r.check()
+        assert time.monotonic() < deadline, "the full load did not start"
+        time.sleep(0.1)
+    run(
+        task,
+        "ALTER TABLE orders RENAME TO orders2",
+        "INSERT INTO orders2 VALUES (1001, 'after the rename')",
+        "UPDATE orders2 SET v = 'changed' WHERE id <= 10",
+    )
+    state = store.load(task.name)
+    assert state is not None and state.snapshot_status == "running"
+    orders = state.tables.get("public.orders")
+    assert orders is not None and orders.rows == 0, "orders was read before the rename"
+    found = wait_equal(task, r, timeout=180)
+    assert {str(c.table): c.source_rows for c in found} == {
+        "public.orders2": 501,
+        "public.notes": 20,
+        "public.blocker": 100000,
+    }
+    assert target_tables(task) == {"orders": 0, "orders2": 501, "notes": 20, "blocker": 100000}
+    r.check()
+
+
+def _loading(store: TaskStateStore, task: TaskConfig, table: str) -> bool:
+    """Whether the task's full load has finished a chunk of `table` (and so is reading at
+    its snapshot)."""
+    state = store.load(task.name, timeout=2)
+    progress = state.tables.get(table) if state is not None else None
+    return progress is not None and progress.rows > 0
