@@ -136,9 +136,12 @@ class PostgresTables:
             )
 
     def _target_types(self, raw: PgConnection, target: TableId) -> dict[str, str]:
-        """The target's columns in order, each with its type's name; empty when no table."""
+        """The target's columns in order, each with its type's name (schema-qualified
+        outside pg_catalog, so no user type passes for a built-in); empty when no table."""
         rows = raw.execute(
-            "SELECT a.attname, t.typname FROM pg_attribute a"
+            "SELECT a.attname, CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace"
+            " THEN t.typname ELSE t.typnamespace::regnamespace || '.' || t.typname END"
+            " FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " JOIN pg_type t ON t.oid = a.atttypid"
