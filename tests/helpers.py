@@ -66,6 +66,19 @@ def write_in_background(
     return thread, done
 
 
+def stream_while_killing_the_sink(
+    task: TaskConfig, runner: TaskRunner, write_seed: int, kill_seed: int
+) -> None:
+    """Mixed changes written while the sink is SIGKILLed three times at random points
+    (`kill_seed`) and started again, until the task caught up with all of them."""
+    runner.wait_caught_up(240)
+    writer, done = write_in_background(task, 600, seed=write_seed)
+    kill_sink_at_random_points(runner, seed=kill_seed)
+    writer.join(180)
+    assert done
+    runner.wait_caught_up(240)
+
+
 def kill_sink_at_random_points(runner: TaskRunner, seed: int, times: int = 3) -> None:
     """SIGKILL the runner's sink process `times` times, each after a random 0.3-2 s (fixed
     `seed`), starting a new one after each kill."""

@@ -22,8 +22,8 @@ from headwater.status import collect_status
 from producers.postgres.connection import connect
 from tests.helpers import (
     assert_all_match,
-    kill_sink_at_random_points,
     started_runners,
+    stream_while_killing_the_sink,
     write_in_background,
 )
 
@@ -125,13 +125,7 @@ def test_sink_killed_at_random_points_ends_equal(
 ) -> None:
     """The sink alone SIGKILLed three times at random points (fixed seed) of a stream of
     mixed changes and started again: the target ends equal to the source, row by row."""
-    run = runner()
-    run.wait_caught_up(240)
-    writer, done = write_in_background(task, 600, seed=37)
-    kill_sink_at_random_points(run, seed=4321)
-    writer.join(180)
-    assert done
-    run.wait_caught_up(240)
+    stream_while_killing_the_sink(task, runner(), write_seed=37, kill_seed=4321)
     assert_all_match(compare_task(task), empty=EMPTY)
 
 

@@ -16,7 +16,7 @@ from headwater.config import TaskConfig
 from headwater.runner import TaskRunner
 from headwater.sample_db import Workload, create_sample
 from producers.postgres.connection import connect
-from tests.helpers import assert_all_match, kill_sink_at_random_points, write_in_background
+from tests.helpers import assert_all_match, stream_while_killing_the_sink
 from tests.sink_support import mariadb_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -55,12 +55,7 @@ def test_full_load_and_cdc_into_another_engine(task: TaskConfig, runner: TaskRun
 
 
 def test_sink_killed_at_random_points_ends_equal(task: TaskConfig, runner: TaskRunner) -> None:
-    runner.wait_caught_up(240)
-    writer, done = write_in_background(task, 600, seed=31)
-    kill_sink_at_random_points(runner, seed=1234)
-    writer.join(180)
-    assert done
-    runner.wait_caught_up(240)
+    stream_while_killing_the_sink(task, runner, write_seed=31, kill_seed=1234)
     assert_all_match(compare_task(task), empty=EMPTY)
 
 
