@@ -30,11 +30,23 @@ def redact(url: str) -> str:
     return f"postgresql://{user}@{host}:{port}/{params.get('dbname', '')}"
 
 
+def application_name(purpose: str | None) -> str:
+    """What pg_stat_activity shows for a connection: `headwater-<task> <part>` (<= 63 bytes),
+    like the sink's `headwater-<task>`."""
+    return f"headwater-{purpose}"[:63] if purpose else "headwater"
+
+
 def connect(
-    url: str, replication: bool = False, role: str = "source"
+    url: str, replication: bool = False, role: str = "source", purpose: str | None = None
 ) -> psycopg.Connection[tuple[object, ...]]:
-    """Connect to the `role` database; a failure becomes a SourceError naming the fix."""
-    extra: dict[str, str] = {"options": _SESSION_OPTIONS, "application_name": "headwater"}
+    """Connect to the `role` database; a failure becomes a SourceError naming the fix.
+
+    `purpose` (e.g. "<task> load") names the connection in pg_stat_activity, so a DBA sees
+    which task and which part of it a backend serves."""
+    extra: dict[str, str] = {
+        "options": _SESSION_OPTIONS,
+        "application_name": application_name(purpose),
+    }
     if replication:
         extra["replication"] = "database"
     try:

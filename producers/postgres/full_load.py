@@ -87,10 +87,10 @@ class ChunkedLoad:
         # `conn` keeps the snapshot importable (exporting it when no slot gave one) and
         # touches no table: a lock held for the whole load would make a DDL on the table
         # wait for the load, and the load's next read of it wait behind the DDL for ever.
-        with connect(self.task.source.url) as conn:
+        with connect(self.task.source.url, purpose=f"{self.task.name} snapshot") as conn:
             snapshot.begin_snapshot(conn, snapshot_name)
             name = snapshot_name or export_snapshot(conn)
-            with connect(self.task.source.url) as planner:
+            with connect(self.task.source.url, purpose=f"{self.task.name} plan") as planner:
                 snapshot.begin_snapshot(planner, name)
                 plan = self._plan(planner)
                 snapshot.end_snapshot(planner)

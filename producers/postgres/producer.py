@@ -66,7 +66,7 @@ class PostgresProducer:
     def __init__(self, task: TaskConfig, stop: threading.Event) -> None:
         self.task = task
         self.stop = stop
-        self.conn = connect(task.source.url)
+        self.conn = connect(task.source.url, purpose=f"{task.name} catalog")
         self.db = str(self.conn.info.dbname)
         self.types = self._type_resolver()
         self.tables = catalog.check_source_ready(self.conn, task)
@@ -153,7 +153,9 @@ class PostgresProducer:
         # The workers' start-up (a second of imports) overlaps the slot's creation.
         pool = start_workers(self.task, self.stop) if existing is None and needs_load else None
         try:
-            stream = ReplicationStream(connect(self.task.source.url, replication=True))
+            stream = ReplicationStream(
+                connect(self.task.source.url, replication=True, purpose=f"{self.task.name} stream")
+            )
             if existing is None:
                 created = stream.create_slot(slot, export_snapshot=needs_load)
                 log.info(
@@ -315,7 +317,7 @@ class PostgresProducer:
         """Fresh catalog and replication connections; the slot must still be there."""
         try:
             if self.conn.closed or self.conn.broken:
-                self.conn = connect(self.task.source.url)
+                self.conn = connect(self.task.source.url, purpose=f"{self.task.name} catalog")
                 self.types = self._type_resolver()
             if slot_info(self.conn, self.task.slot_name) is None:
                 raise SourceError(
@@ -323,7 +325,9 @@ class PostgresProducer:
                     f"(last acknowledged {self.state.acked_position}); changes after it are lost "
                     "to this task: run `headwater cleanup` on the task file and start it again"
                 )
-            return ReplicationStream(connect(self.task.source.url, replication=True))
+            return ReplicationStream(
+                connect(self.task.source.url, replication=True, purpose=f"{self.task.name} stream")
+            )
         except SourceUnreachable as exc:
             raise ReplicationLost(str(exc)) from None
         except psycopg.OperationalError as exc:

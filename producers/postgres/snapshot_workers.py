@@ -127,7 +127,7 @@ class _ChunkReader:
         registry = SchemaRegistry(self.task.registry.url)
         writer = EventWriter(self.task, registry)
         try:
-            with connect(self.task.source.url) as conn:
+            with connect(self.task.source.url, purpose=f"{self.task.name} load") as conn:
                 snapshot.begin_snapshot(conn, self.setup.snapshot_name)  # it imports
                 snapshot.end_snapshot(conn)
                 self.reports.put(("ready", self.pid))
