@@ -67,6 +67,7 @@ class TaskStateStore:
     def __init__(self, bootstrap_servers: str) -> None:
         self.bootstrap = bootstrap_servers
         self._producer: Producer | None = None
+        self._failed: KafkaError | None = None
 
     def ensure_topic(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
@@ -78,16 +79,36 @@ class TaskStateStore:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
 
-    def save(self, state: TaskState) -> None:
-        """Write `state` and wait until Kafka has it."""
+    def save(self, state: TaskState, wait: bool = True) -> None:
+        """Write `state`; with `wait`, return once Kafka has it (and every earlier one).
+
+        `wait=False` is for periodic saves on a hot path: the record is queued (its content
+        fixed now) and delivered in the background, in order before any later save; a
+        delivery failure raises at the next save."""
         if self._producer is None:
             self._producer = Producer(
                 {"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all"}
             )
+        self._raise_failed()
         state.updated_ms = int(time.time() * 1000)
-        self._producer.produce(STATE_TOPIC, key=state.task.encode(), value=state.to_json())
+        self._producer.produce(
+            STATE_TOPIC, key=state.task.encode(), value=state.to_json(), on_delivery=self._sent
+        )
+        if not wait:
+            self._producer.poll(0)
+            return
         if self._producer.flush(30):
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "state not acknowledged"))
+        self._raise_failed()
+
+    def _sent(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None and self._failed is None:
+            self._failed = err
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            err, self._failed = self._failed, None
+            raise KafkaException(err)
 
     def load(self, task: str, timeout: float = 10.0) -> TaskState | None:
         """The latest state of `task`, or None when it never ran."""

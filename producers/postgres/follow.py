@@ -80,6 +80,7 @@ class TableFollower:
         self.known: dict[int, Known] = {}
         self._next_poll = 0.0
         self._warned: set[TableId] = set()
+        self._gone: set[int] = set()  # OIDs of followed tables found dropped
         self._noticed: dict[int, TableId] = {}  # rename notices written, not yet streamed
 
     def start(self, conn: Conn) -> None:
@@ -175,7 +176,10 @@ class TableFollower:
         names = oids.table_names(conn, list(self.known))
         for oid, known in self.known.items():
             now = names.get(oid)
-            if now is None or now == known.name or self._noticed.get(oid) == now:
+            if now is None:
+                self._dropped(oid, known.name)
+                continue
+            if now == known.name or self._noticed.get(oid) == now:
                 continue
             self._noticed[oid] = now
             payload = json.dumps({"oid": oid, "schema": now.schema, "name": now.name})
@@ -206,6 +210,20 @@ class TableFollower:
         shape = catalog.describe_table(conn, shape_of, types)
         self.writer.register_table(TableSchema(name, shape.columns, shape.primary_key))
         self.writer.write(truncate_event(self.task.topic_prefix, self.db, name, lsn))
+
+    def _dropped(self, oid: int, table: TableId) -> None:
+        """Say once that a followed table is gone: sinks never drop target tables, so its
+        rows stay there; a table created under the name later is loaded as a new one."""
+        if oid in self._gone:
+            return
+        self._gone.add(oid)
+        log.warning(
+            "task %s: %s (oid %d) was dropped at the source; the target keeps its rows "
+            "(drop it there by hand if it should go)",
+            self.task.name,
+            table,
+            oid,
+        )
 
     def _warn_once(self, table: TableId, why: str) -> None:
         if table not in self._warned:

@@ -474,7 +474,10 @@ class PostgresProducer:
         if force or now - self._last_save >= _STATE_SAVE_INTERVAL_S:
             if flush:
                 self.writer.flush()
-            self.store.save(self.state)
+            # A periodic save does not wait for Kafka: on the streaming path a slow ack
+            # (hundreds of ms, seen) would hold up every change behind it. It only carries
+            # progress; whatever must be durable before the next step is a forced save.
+            self.store.save(self.state, wait=force)
             self._last_save = now
 
 

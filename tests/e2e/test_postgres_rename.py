@@ -167,6 +167,40 @@ def test_rename_while_the_task_is_stopped(
     assert again is not None and again.tables["public.orders2"].rows == 502
 
 
+def test_dropped_table_keeps_its_rows_and_a_new_one_under_its_name_loads(
+    make_task: Callable[..., TaskConfig], capfd: pytest.CaptureFixture[str]
+) -> None:
+    task = make_task(tables={"include": ["public.*"], "exclude": ["public.*_old"]})
+    run(task, *SETUP[:4])
+    r = TaskRunner(task)
+    r.start()
+    try:
+        r.wait_caught_up(180)
+        run(task, "DROP TABLE notes", "INSERT INTO orders VALUES (1001, 'after the drop')")
+        deadline = time.monotonic() + 30  # the catalog poll, every 5 s
+        log = ""
+        while "was dropped at the source" not in log and time.monotonic() < deadline:
+            time.sleep(0.5)
+            log += capfd.readouterr().err
+        assert "public.notes (oid" in log and "was dropped at the source" in log
+        found = wait_equal(task, r)
+        assert {str(c.table): c.source_rows for c in found} == {"public.orders": 501}
+        assert target_tables(task) == {"orders": 501, "notes": 20}  # the rows stay
+        # A table created under the name later is a new table: emptied, then loaded.
+        run(
+            task,
+            "CREATE TABLE notes (id int PRIMARY KEY, v text)",
+            "INSERT INTO notes VALUES (1, 'new one'), (2, 'new two')",
+        )
+        wait_equal(task, r)
+        assert target_tables(task) == {"orders": 501, "notes": 2}
+        r.check()
+        log += capfd.readouterr().err
+        assert log.count("was dropped at the source") == 1  # said once, not every poll
+    finally:
+        r.stop(timeout=20)
+
+
 @pytest.mark.slow  # ~40 s, most of it waiting out a 30 s acknowledgement interval
 def test_swap_then_the_stream_replays_from_before_it(
     make_task: Callable[..., TaskConfig], runner: Callable[[TaskConfig], TaskRunner]

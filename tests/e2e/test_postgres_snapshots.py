@@ -110,6 +110,7 @@ def test_incremental_snapshot_repairs_target_under_concurrent_writes(
         writer.start()
         task_file = tmp_path / "task.yaml"
         task_file.write_text(yaml.safe_dump(task.model_dump(by_alias=True, exclude_none=True)))
+        asked_ms = int(time.time() * 1000)
         asked = subprocess.run(
             [
                 sys.executable,
@@ -126,13 +127,17 @@ def test_incremental_snapshot_repairs_target_under_concurrent_writes(
             check=False,
         )
         assert asked.returncode == 0, asked.stderr
-        time.sleep(1.0)
+        # Done, and for this request: the full load's record says done too.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             state = TaskStateStore(task.kafka.bootstrap_servers).load(task.name)
-            if state and state.snapshot_status == "done" and state.tables["public.items"].done:
+            items = state.tables["public.items"] if state else None
+            if state and items and items.started_ms >= asked_ms and items.done:
+                assert state.snapshot_status == "done"
                 break
             time.sleep(0.5)
+        else:
+            raise AssertionError("the incremental snapshot did not finish in 120 s")
         stop_writing.set()
         writer.join(30)
         runner.wait_caught_up(120)
