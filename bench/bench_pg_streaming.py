@@ -431,6 +431,8 @@ class Latencies:
     end_to_end: dict[str, list[float]]
     producer: list[float]  # written_at -> Kafka record timestamp (produce() call)
     sink: list[float]  # Kafka record timestamp -> applied_at
+    # (written_at in epoch ms, producer, sink, end to end) of the rows with both times
+    timeline: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 def topic_end(task: TaskConfig) -> int:
@@ -493,8 +495,11 @@ def latencies(task: TaskConfig, target: str, since: datetime, start_offset: int)
         result.end_to_end[kind].append((applied_at - written_at).total_seconds() * 1000)
         kafka_ms = produced.get((key, written_at))
         if kafka_ms is not None:
-            result.producer.append(kafka_ms - written_at.timestamp() * 1000)
+            written_ms = written_at.timestamp() * 1000
+            result.producer.append(kafka_ms - written_ms)
             result.sink.append(applied_at.timestamp() * 1000 - kafka_ms)
+            total = (applied_at - written_at).total_seconds() * 1000
+            result.timeline.append((written_ms, result.producer[-1], result.sink[-1], total))
     return result
 
 
@@ -517,7 +522,22 @@ def phase_half_rate(
     start_offset = topic_end(task)
     since = scalar(db_url(bench.source), "SELECT clock_timestamp()")
     run = streamed_run(task, runner, bench.source, command, bench.args.seconds, bench.usage)
-    return HalfRateResult(label, run, latencies(task, bench.target, since, start_offset))
+    latency = latencies(task, bench.target, since, start_offset)
+    if bench.args.timeline:
+        write_timeline(bench.args.timeline, label, latency)
+    return HalfRateResult(label, run, latency)
+
+
+def write_timeline(path: Path, label: str, latency: Latencies) -> None:
+    """Append each row's latencies, in write order, for a look at when the slow ones came."""
+    new = not path.exists()
+    with path.open("a") as out:
+        if new:
+            out.write("setting,written_ms,producer_ms,sink_ms,end_to_end_ms\n")
+        for written_ms, producer_ms, sink_ms, total_ms in sorted(latency.timeline):
+            out.write(
+                f"{label!r},{written_ms:.0f},{producer_ms:.1f},{sink_ms:.1f},{total_ms:.1f}\n"
+            )
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -650,6 +670,11 @@ def parse_args() -> argparse.Namespace:
         help="latency settings for one phase C run, e.g. 'batch_wait_s=0.05,linger_ms=5' "
         f"(keys: {', '.join(SETTING_PATHS)}); repeat for more runs; '' = task defaults. "
         "Default: '' and 'batch_wait_s=0.05'",
+    )
+    parser.add_argument(
+        "--timeline",
+        type=Path,
+        help="append every phase C row's latencies (CSV, in write order) to this file",
     )
     args = parser.parse_args()
     if args.setting is None:
