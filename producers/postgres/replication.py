@@ -22,12 +22,6 @@ from producers.postgres.pgoutput import (
     standby_status,
 )
 
-# The walsender sends each commit's frames as it happens, so a reader that is caught up
-# wakes for a frame or three at a time. Waiting this long after the first byte reads a few
-# commits per wake: at 5,000 changes/s the producer's CPU per change fell 52-60 -> 40-45 us
-# (the machine's by ~0.08 cores), for at most 2 ms more latency on the first of them.
-_GATHER_S = 0.002
-
 
 class ReplicationLost(SourceError):
     """The replication connection broke or the server ended the stream: reconnect."""
@@ -93,8 +87,6 @@ class ReplicationStream:
                 ready, _, _ = select.select([self.pgconn.socket], [], [], timeout)
                 if not ready:
                     return None
-                # Caught up: let the frames of the next few commits gather before reading.
-                time.sleep(_GATHER_S)
                 self.pgconn.consume_input()
                 nbytes, data = self.pgconn.get_copy_data(1)
                 if nbytes == 0:
