@@ -198,12 +198,16 @@ class PostgresSink(SinkBase[PgConnection]):
     ) -> list[Rejected]:
         """A table with rows the native path wrote: no keys to bisect, so a refused record
         sends the whole batch back to the Python path (NativeRefused), which finds it."""
-        for rows in changes.copied:
-            if rows.binary is not None and rows.binary != self._tables.column_types(
-                target, rows.columns
-            ):
-                # Written for column types the table no longer has (it was widened since).
-                raise NativeRefused(f"{target}: column types changed since the batch was read")
+        binary = [rows for rows in changes.copied if rows.binary is not None]
+        if binary:
+            # Checked against the table itself, locked: written for column types it no
+            # longer has (widened since, or altered by hand), the rows would be misread.
+            types, changed = self._tables.locked_types(raw, target)
+            if changed:  # the staging table copied the old types
+                self._drop_stage(raw, target)
+            for rows in binary:
+                if rows.binary != tuple(types.get(c, "") for c in rows.columns):
+                    raise NativeRefused(f"{target}: column types changed since the batch was read")
         try:
             if not self._inserted_directly(raw, target, changes):
                 self._write_table(raw, target, changes)
@@ -340,6 +344,11 @@ class PostgresSink(SinkBase[PgConnection]):
         )
 
     # --- staging ----------------------------------------------------------------------------
+
+    def _drop_stage(self, raw: PgConnection, target: TableId) -> None:
+        stage = self._stages.pop(target, None)
+        if stage is not None:
+            raw.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage.ref))
 
     def _ensure_stage(
         self, raw: PgConnection, target: TableId, columns: tuple[str, ...]

@@ -63,6 +63,18 @@ class PostgresTables:
         self._ready.clear()
         self._types.clear()
 
+    def locked_types(self, raw: PgConnection, target: TableId) -> tuple[dict[str, str], bool]:
+        """`target`'s column types as they are, and as they stay until the transaction ends
+        (ROW EXCLUSIVE, what COPY takes anyway, makes an ALTER TABLE wait for it), and
+        whether they differ from the ones read before. Binary COPY rows carry no type: int4
+        rows in a column altered to real by hand would go in as other numbers, no error."""
+        lock = sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE")
+        raw.execute(lock.format(sql.Identifier(target.schema, target.name)))
+        types = self._target_types(raw, target)
+        before = self._types.get(target)
+        self._types[target] = types
+        return types, before is not None and before != types
+
     def column_types(self, target: TableId, columns: Collection[str]) -> tuple[str, ...] | None:
         """The type names of `columns` of `target` as last read, or None when not known."""
         types = self._types.get(target)

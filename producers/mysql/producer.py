@@ -244,7 +244,10 @@ class MysqlProducer:
 
     def _save_state(self, force: bool = False) -> None:
         if force or self._state_due():
-            self.store.save(self.state)
+            # Periodic saves do not wait for Kafka (as on PostgreSQL): one that a crash loses
+            # only makes the next run resume earlier, and the resume filter skips what
+            # Kafka already holds.
+            self.store.save(self.state, wait=force)
             self._last_save = time.monotonic()
 
 

@@ -451,6 +451,55 @@ def test_binary_rows_for_other_column_types_are_refused(
     assert target_rows(task, items.table) == [as_stored(sink_row(1), items)]
 
 
+def test_binary_rows_never_go_into_a_column_altered_by_hand(
+    make_task: Callable[..., TaskConfig],
+) -> None:
+    """A target column altered by hand mid-stream (int4 to real: same size, so binary int4
+    rows would go in as tiny floats, no error): the sink checks the table's types, under
+    lock, before each binary COPY; the batch goes back to Python, and the next ones are
+    written for the types the table has now."""
+    from consumers.batch import CollapsedBatch, PartitionPosition, TableChanges
+    from consumers.outcome import NativeRefused
+    from consumers.postgres_sink import PostgresSink
+
+    task = make_task()
+    items = table_schema("items_altered")
+    plan = native_collapse.Plan(
+        native_collapse.plan_spec(SCHEMA_ID, value_schema("native", items)) or ""
+    )
+    topic = "x.public.items_altered"
+    target = PostgresSink(task)
+
+    def batch(key: int, types: tuple[str, ...] | None) -> CollapsedBatch:
+        values = [encode("c", None, sink_row(key), 0, items)]
+        result = native_collapse.collapse(plan, items.column_names, values, 0, -1, types)
+        assert not isinstance(result, native_collapse.Fallback)
+        changes = TableChanges(items, copied=[result[0]], topics={topic})
+        return CollapsedBatch({items.table: changes}, {(topic, 0): PartitionPosition(key, None)}, 1)
+
+    url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        target.prepare_tables([items])
+        cached = target.column_types(items.table, items.column_names)
+        assert cached == ("int4", *OTHER_TYPES)
+        target.apply(batch(1, cached), {(topic, 0): None})
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE public.items_altered ALTER COLUMN id TYPE real")
+        stale = batch(2, cached)
+        assert stale.tables[items.table].copied[0].binary == cached
+        with pytest.raises(NativeRefused, match="column types changed"):
+            target.apply(stale, {(topic, 0): 1})
+        target.prepare_tables([items])  # as the Python path's apply of the batch does
+        fresh = target.column_types(items.table, items.column_names)
+        assert fresh == ("float4", *OTHER_TYPES)
+        target.apply(batch(2, fresh), {(topic, 0): 1})  # int -> real is not a binary pair
+    finally:
+        target.close()
+    with psycopg.connect(url) as conn:
+        ids = conn.execute("SELECT id FROM public.items_altered ORDER BY id").fetchall()
+    assert ids == [(1.0,), (2.0,)]
+
+
 def test_a_value_binary_cannot_carry_goes_as_text() -> None:
     """A long out of an int2 column's range: binary has no way to say it, the text rows do
     (and the target refuses them as it refuses the Python path's)."""
