@@ -15,7 +15,9 @@ Measures what issue 3 asks of the PostgreSQL source while it streams:
   producer's produce() time) splits it into a producer part and a sink part. Phase C runs
   once per `--setting` (the task restarted with other latency settings) to show where the
   latency comes from;
-- peak RSS (VmHWM) and CPU seconds of each stage process.
+- peak RSS (VmHWM) and CPU seconds of each stage process, and in phase C how busy the whole
+  machine was (all its processes, from /proc/stat): at half of pgbench's full rate a 2-core
+  machine is near saturation, where the tail latency depends on the scheduler.
 
 Prints numbers; asserts nothing. Creates and drops its own databases, task, slot and topics.
 How to read the numbers, and what was measured: docs/benchmarks.md.
@@ -395,6 +397,7 @@ class StreamedRun:
     pgbench: PgbenchRun
     samples: list[LagSample]
     catch_up_s: float | None  # from pgbench's end until the target held everything
+    cores_busy: float = 0.0  # the machine's busy CPU while pgbench ran, in cores
 
 
 def streamed_run(
@@ -407,6 +410,7 @@ def streamed_run(
 ) -> StreamedRun:
     before = changed_rows(db_url(source))
     t0 = time.monotonic()
+    busy0 = busy_cpu_s()
     proc = start_pgbench(command)
     samples = []
     with killed_on_error(proc):
@@ -417,8 +421,18 @@ def streamed_run(
             samples.append(sample_lag(task, t0))
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t0 - samples[-1].t)))
         run = finish_pgbench(proc, db_url(source), before, t0)
+    cores_busy = (busy_cpu_s() - busy0) / max(1e-9, time.monotonic() - t0)
     catch_up = caught_up_after(runner, timeout=300)
-    return StreamedRun(run, samples, catch_up)
+    return StreamedRun(run, samples, catch_up, cores_busy)
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (every process, not only
+    this bench's: the machine may be shared), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 # --- phase C: latency at half rate --------------------------------------------------------------
@@ -629,6 +643,10 @@ def report_half_rate(result: HalfRateResult, rate: float, baseline_tps: float) -
         f"  {run.tps:8,.0f} tps reached; {run.changes / max(1e-9, run.seconds):,.0f} rows changed/s"
     )
     report_lag(result.run, show_samples=False)
+    print(
+        f"  machine busy {result.run.cores_busy:.2f} of {os.cpu_count()} cores while pgbench ran "
+        "(every process; near all of them, latency is the scheduler's)"
+    )
     for kind, values in lat.end_to_end.items():
         print(f"  end-to-end {kind:6s}  {spread(values)}")
     both = lat.end_to_end["insert"] + lat.end_to_end["update"]
