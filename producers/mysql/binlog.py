@@ -39,7 +39,13 @@ from producers.mysql.changes import RowsContext, row_events, truncate_event, tru
 from producers.mysql.connection import Connection, connect, reader_settings
 from producers.mysql.flavor import Flavor, GtidTracker, reader_resume_args
 from producers.mysql.position import BinlogPosition
-from producers.mysql.renames import RenameEffect, rename_effect, renamed_tables
+from producers.mysql.renames import (
+    RenameEffect,
+    created_table,
+    dropped_tables,
+    rename_effect,
+    renamed_tables,
+)
 from producers.mysql.table_map import Signature, schema_from_table_map, signature
 from schemas.envelope import Op
 from schemas.tables import TableId, TableSchema
@@ -166,6 +172,7 @@ class BinlogSession:
             if query.upper() != "BEGIN":  # DDL, or COMMIT of a non-transactional table
                 written = self._truncate(event, query)
                 self._boundary()
+                written += self._follow_drop_or_create(event, query)
                 return written + self._follow_renames(event, query), False
         elif isinstance(event, HeartbeatLogEvent):
             if not self._in_tx:
@@ -226,6 +233,34 @@ class BinlogSession:
         for change in events:
             self.writer.write(change)
         return len(events)
+
+    # --- DROP TABLE, CREATE TABLE ------------------------------------------------------
+
+    def _follow_drop_or_create(self, event: Any, query: str) -> int:
+        """A dropped followed table keeps its target rows (sinks never drop tables, as on
+        PostgreSQL), with a warning; a followed name that had rows and gets a new table is
+        emptied first (a `t` event), so the target holds the new table's rows only."""
+        db = _session_db(event)
+        for dropped in dropped_tables(query, db):
+            if self._follows(dropped):
+                log.warning(
+                    "task %s: %s was dropped at the source; the target keeps its rows "
+                    "(drop it there by hand if it should go)",
+                    self.task.name,
+                    dropped,
+                )
+        table = created_table(query, db)
+        if table is None or not self._follows(table):
+            return 0
+        if table not in self._latest and table not in self.selected:
+            return 0  # the target never had rows under this name
+        schema = self._latest.get(table) or self._catalog_schema(table)
+        if schema is None or not schema.columns:
+            return 0
+        self.writer.register_table(schema)
+        self.writer.write(truncate_event(schema, self._context(event)))
+        log.info("task %s: %s created anew: its target rows are removed", self.task.name, table)
+        return 1
 
     # --- RENAME TABLE, ALTER TABLE ... RENAME ------------------------------------------
 

@@ -1,6 +1,7 @@
 """Which tables a DDL statement from the binlog renames, and what a rename does to the
 names a task follows: `RENAME TABLE a TO b [, c TO d ...]` and
-`ALTER TABLE a ... RENAME [TO | AS] b`. Pure functions over the statement text, so the binlog
+`ALTER TABLE a ... RENAME [TO | AS] b`; and which tables a `DROP TABLE` drops and a
+`CREATE TABLE` makes. Pure functions over the statement text, so the binlog
 reader can follow a rename without asking INFORMATION_SCHEMA (which shows the tables as they
 are now, not as they were when the statement was written).
 """
@@ -165,6 +166,41 @@ def renamed_tables(query: str, default_db: str) -> list[tuple[TableId, TableId]]
     if reader.take("ALTER"):
         return _alter_statement(reader, default_db)
     return []
+
+
+def dropped_tables(query: str, default_db: str) -> list[TableId]:
+    """The tables a `DROP TABLE [IF EXISTS] a [, b ...]` statement drops; empty for any
+    other statement and for `DROP TEMPORARY TABLE` (never a followed table)."""
+    reader = _Reader(_tokens(query))
+    if not reader.take("DROP") or reader.take("TEMPORARY") or not reader.take("TABLE", "TABLES"):
+        return []
+    if reader.take("IF"):
+        reader.take("EXISTS")
+    tables = []
+    while (table := reader.name(default_db)) is not None:
+        tables.append(table)
+        token = reader.peek()
+        if token is None or token.text != ",":
+            break
+        reader.at += 1
+    return tables
+
+
+def created_table(query: str, default_db: str) -> TableId | None:
+    """The table a `CREATE [OR REPLACE] TABLE a ...` statement makes, new and empty (or
+    filled by its own SELECT, whose rows follow in the binlog). None for any other
+    statement, for a temporary table, and for `IF NOT EXISTS`, which may have left an
+    existing table as it was."""
+    reader = _Reader(_tokens(query))
+    if not reader.take("CREATE"):
+        return None
+    if reader.take("OR"):
+        reader.take("REPLACE")
+    if reader.take("TEMPORARY") or not reader.take("TABLE"):
+        return None
+    if reader.take("IF"):
+        return None
+    return reader.name(default_db)
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,38 @@ def test_renamed_tables_end_under_their_new_names(
     }
 
 
+def test_a_dropped_table_keeps_its_rows_and_one_created_under_its_name_starts_empty(
+    mysql_task: Callable[..., TaskConfig],
+    mysql_db: str,
+    runner: Callable[[TaskConfig], TaskRunner],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    db = mysql_db.rsplit("/", 1)[1]
+    execute(
+        mysql_db,
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
+        "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+        "CREATE TABLE keep (id int PRIMARY KEY, v varchar(20))",
+        "INSERT INTO keep VALUES (1, 'k1')",
+    )
+    task = mysql_task(tables={"include": [f"{db}.*"]})
+    r = runner(task)
+    r.wait_caught_up(120)
+    execute(mysql_db, "DROP TABLE t", "INSERT INTO keep VALUES (2, 'k2')")
+    r.wait_caught_up(120)
+    rows = target_rows(task, db)
+    assert rows["t"] == [(1, "one"), (2, "two"), (3, "three")]  # kept
+    assert rows["keep"] == [(1, "k1"), (2, "k2")]
+    assert f"{db}.t was dropped at the source" in capfd.readouterr().err
+    execute(
+        mysql_db,
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
+        "INSERT INTO t VALUES (9, 'new')",
+    )
+    r.wait_caught_up(120)
+    assert target_rows(task, db) == {"t": [(9, "new")], "keep": [(1, "k1"), (2, "k2")]}
+
+
 @pytest.mark.parametrize("mode", ["full-load-and-cdc", "full-load"])
 def test_a_table_renamed_during_the_full_load(
     mysql_task: Callable[..., TaskConfig],
