@@ -28,6 +28,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 __all__ = ["mysql_db", "mysql_task", "runner"]
 
 
+TABLE_T = (
+    "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
+    "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+)
+
+
 def target_rows(task: TaskConfig, db: str) -> dict[str, list[tuple[object, ...]]]:
     """Every target table of the test's database: its rows by key."""
     url = task.target.url.replace("postgresql+psycopg://", "postgresql://")
@@ -57,8 +63,7 @@ def test_renamed_tables_end_under_their_new_names(
     db = mysql_db.rsplit("/", 1)[1]
     execute(
         mysql_db,
-        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
-        "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+        *TABLE_T,
         "CREATE TABLE u (id int PRIMARY KEY, v varchar(20))",
         "INSERT INTO u VALUES (1, 'u1'), (2, 'u2')",
     )
@@ -113,8 +118,7 @@ def test_a_dropped_table_keeps_its_rows_and_one_created_under_its_name_starts_em
     db = mysql_db.rsplit("/", 1)[1]
     execute(
         mysql_db,
-        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
-        "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+        *TABLE_T,
         "CREATE TABLE keep (id int PRIMARY KEY, v varchar(20))",
         "INSERT INTO keep VALUES (1, 'k1')",
     )
