@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from consumers.decode import is_change_topic
 from consumers.offsets import StoredOffset, load_offsets
 from headwater.config import TaskConfig
 from schemas.topics import dead_letter_topic
+from schemas.watermarks import watermarks
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def sink_lag(task: TaskConfig, timeout: float = 10.0) -> list[PartitionLag]:
         deadline = time.monotonic() + timeout
         for topic in sorted(t for t in topics if is_change_topic(task.sink_topic_prefix, t)):
             for partition in sorted(topics[topic].partitions):
-                low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
+                low, high = watermarks(consumer, TopicPartition(topic, partition), deadline)
                 lags.append(
                     partition_lag(topic, partition, low, high, stored.get((topic, partition)))
                 )
@@ -69,34 +70,6 @@ def sink_lag(task: TaskConfig, timeout: float = 10.0) -> list[PartitionLag]:
         return lags
     finally:
         consumer.close()
-
-
-def _watermarks(consumer: Consumer, where: TopicPartition, deadline: float) -> tuple[int, int]:
-    """A partition's low and high watermarks. A topic the producer has just created may
-    have no leader for a moment (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): asked
-    again until `deadline`, so `headwater status` during a task's start does not fail."""
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(
-                where, timeout=max(0.1, deadline - time.monotonic()), cached=False
-            )
-            return int(low), int(high)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if not (isinstance(err, KafkaError) and err.code() in _NO_LEADER_YET):
-                raise
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)
-
-
-_NO_LEADER_YET = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-    }
-)
 
 
 def _without_markers(

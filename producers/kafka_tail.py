@@ -32,6 +32,7 @@ from producers.resume_dedupe import (
 )
 from schemas.envelope import SourceInfo
 from schemas.serde import AvroSerde, SerdeError
+from schemas.watermarks import watermarks
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ def _partitions(
             continue  # not created yet: nothing was written to it
         counts[topic] = len(meta.partitions)
         for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=_TIMEOUT_S)
+            deadline = time.monotonic() + _TIMEOUT_S
+            low, high = watermarks(consumer, TopicPartition(topic, p), deadline)
             if high > low:
                 tails[(topic, p)] = _Tail(low, high)
     return counts, tails

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from consumers.lag import _watermarks
+from schemas.watermarks import watermarks
 
 
 class Answers:
-    """Stands in for the one Consumer method `_watermarks` calls: raises the queued errors,
+    """Stands in for the one Consumer method `watermarks` calls: raises the queued errors,
     then returns the watermarks."""
 
     def __init__(self, *errors: int) -> None:
@@ -29,17 +29,17 @@ class Answers:
 
 def test_a_partition_without_a_leader_yet_is_asked_again() -> None:
     answers = Answers(KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-    got = _watermarks(answers, TopicPartition("t", 0), time.monotonic() + 5)  # type: ignore[arg-type]
+    got = watermarks(answers, TopicPartition("t", 0), time.monotonic() + 5)  # type: ignore[arg-type]
     assert got == (3, 42) and answers.calls == 3
 
 
 def test_other_errors_and_a_passed_deadline_raise() -> None:
     broken = Answers(KafkaError._TRANSPORT)
     with pytest.raises(KafkaException):
-        _watermarks(broken, TopicPartition("t", 0), time.monotonic() + 5)  # type: ignore[arg-type]
+        watermarks(broken, TopicPartition("t", 0), time.monotonic() + 5)  # type: ignore[arg-type]
     assert broken.calls == 1
     leaderless = Answers(*[KafkaError.NOT_LEADER_FOR_PARTITION] * 100)
     started = time.monotonic()
     with pytest.raises(KafkaException):
-        _watermarks(leaderless, TopicPartition("t", 0), started + 0.3)  # type: ignore[arg-type]
+        watermarks(leaderless, TopicPartition("t", 0), started + 0.3)  # type: ignore[arg-type]
     assert 0.3 <= time.monotonic() - started < 5
