@@ -13,6 +13,17 @@ from producers.task_state import TableProgress, TaskState, TaskStateStore
 pytestmark = pytest.mark.integration
 
 
+def loaded_when(store: TaskStateStore, task: str, ready: Callable[[TaskState], bool]) -> TaskState:
+    """The task's state once `ready` holds for it (or the last one read, after 20 s)."""
+    deadline = time.monotonic() + 20
+    while True:
+        state = store.load(task)
+        if (state is not None and ready(state)) or time.monotonic() > deadline:
+            assert state is not None
+            return state
+        time.sleep(0.2)
+
+
 def test_saves_without_waiting_arrive_in_order_before_a_waited_one(
     make_task: Callable[..., TaskConfig],
 ) -> None:
@@ -24,21 +35,14 @@ def test_saves_without_waiting_arrive_in_order_before_a_waited_one(
         state.events_streamed = n
         store.save(state, wait=False)
     # Delivered in the background: no flush, no further save.
-    deadline = time.monotonic() + 20
-    loaded = store.load(task.name)
-    while (loaded is None or loaded.events_streamed != 50) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        loaded = store.load(task.name)
-    assert loaded is not None and loaded.events_streamed == 50
+    loaded = loaded_when(store, task.name, lambda s: s.events_streamed == 50)
+    assert loaded.events_streamed == 50
     # A queued record keeps the content it had when queued.
     state.tables["public.t"] = TableProgress(rows=7)
     store.save(state, wait=False)
     state.tables["public.t"].rows = 8
-    deadline = time.monotonic() + 20
-    while (loaded is None or "public.t" not in loaded.tables) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        loaded = store.load(task.name)
-    assert loaded is not None and loaded.tables["public.t"].rows == 7
+    loaded = loaded_when(store, task.name, lambda s: "public.t" in s.tables)
+    assert loaded.tables["public.t"].rows == 7
     store.save(state)  # waits: the next load has it
     final = store.load(task.name)
     assert final is not None and final.tables["public.t"].rows == 8
