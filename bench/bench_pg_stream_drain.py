@@ -5,6 +5,7 @@ then the producer starts and the time until the slot confirmed the last position
 measured, with the producer's CPU. Prints numbers; asserts nothing.
 
     .venv/bin/python bench/bench_pg_stream_drain.py --seconds 10
+    HEADWATER_FRAME_LOOP=0 .venv/bin/python bench/bench_pg_stream_drain.py  # frames read in Python
     HEADWATER_NATIVE=0 .venv/bin/python bench/bench_pg_stream_drain.py   # the Python path
 """
 
@@ -31,6 +32,7 @@ from bench_pg_streaming import (
 
 from headwater.cleanup import cleanup_task
 from headwater.gc_tuning import tune_gc
+from producers.postgres import native_loop
 from producers.postgres.producer import run_postgres_producer
 from schemas.native_lib import LIB
 
@@ -84,7 +86,10 @@ def main() -> None:
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             stop.set()
             drain.join()
-        path = "native change encoder" if LIB is not None else "Python path"
+        if native_loop.available():
+            path = "native frame loop"
+        else:
+            path = "native change encoder" if LIB is not None else "Python path"
         print(f"backlog: {changes:,} changed rows from {args.seconds} s of pgbench")
         print(f"{path}: drained in {elapsed:.2f} s = {changes / elapsed:,.0f} changes/s")
         print(

@@ -59,6 +59,29 @@ class StreamChange(ctypes.Structure):
     ]
 
 
+class LoopState(ctypes.Structure):
+    """HwLoopState in native/src/frames.rs: the frame loop's transaction and output."""
+
+    _fields_ = [
+        ("in_tx", ctypes.c_int32),
+        ("stop_at_commit", ctypes.c_int32),
+        ("xid", ctypes.c_int64),
+        ("final_lsn", ctypes.c_int64),
+        ("ts_ms", ctypes.c_int64),
+        ("seen", ctypes.c_int64),
+        ("handed_lsn", ctypes.c_int64),
+        ("handed_count", ctypes.c_int64),
+        ("committed", ctypes.c_int64),
+        ("wal_start", ctypes.c_int64),
+        ("server_end", ctypes.c_int64),
+        ("records", ctypes.c_int64),
+        ("out_ptr", ctypes.c_void_p),
+        ("out_len", ctypes.c_size_t),
+        ("frame_ptr", ctypes.c_void_p),
+        ("frame_len", ctypes.c_size_t),
+    ]
+
+
 def library_path() -> Path | None:
     """Where the built library is: HEADWATER_NATIVE_LIB, else native/target/release."""
     configured = os.environ.get("HEADWATER_NATIVE_LIB")
@@ -100,6 +123,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         "hw_stream_plan_free": ([p], None),
         # The result struct goes by address (c_void_p): cheaper per call than byref.
         "hw_stream_encode": ([p, ctypes.c_char_p, size, i64, i64, i64, i64, p], ctypes.c_int32),
+        "hw_loop_new": ([p, p, p, p, ctypes.c_int, i64, size], p),
+        "hw_loop_free": ([p], None),
+        "hw_loop_register": ([p, ctypes.c_uint32, p, ctypes.c_uint32], None),
+        "hw_loop_clear": ([p], None),
+        "hw_loop_run": ([p, p, i64, i64], ctypes.c_int32),
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, name)
@@ -140,6 +168,11 @@ class NativePlan:
         if not handle:
             raise ValueError(f"the native library refused the plan {spec!r}")
         self._handle: int = handle
+
+    @property
+    def handle(self) -> int:
+        """The plan's address in the library (valid while this object lives)."""
+        return self._handle
 
     def __del__(self) -> None:
         if LIB is not None and getattr(self, "_handle", None):

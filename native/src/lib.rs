@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 pub mod encode;
+pub mod frames;
 pub mod pgbinary;
 pub mod stream;
 

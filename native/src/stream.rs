@@ -26,6 +26,13 @@ pub struct StreamPlan {
     key_len: usize,
 }
 
+impl StreamPlan {
+    /// The latest message's key and value.
+    pub fn encoded(&self) -> (&[u8], &[u8]) {
+        self.out.split_at(self.key_len)
+    }
+}
+
 /// Where an event is in the log and its transaction (its `source` fields that vary).
 pub struct Position {
     pub ts_ms: i64,

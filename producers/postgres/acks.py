@@ -35,6 +35,14 @@ class AckTracker:
         """A row change of an open transaction that skipped `on_message` (the native path)."""
         self.in_tx = True
 
+    def on_native(self, committed: int, in_tx: bool, server_end: int, reply: bool) -> None:
+        """What a run of the native frame loop handled: its last commit's end LSN and its
+        keepalives' highest WAL end (0: none), whether one asked for a reply."""
+        self.in_tx = in_tx
+        self.committed = max(self.committed, committed)
+        self.server_end = max(self.server_end, server_end)
+        self.reply_due = self.reply_due or reply
+
     def on_keepalive(self, frame: Keepalive) -> None:
         self.server_end = max(self.server_end, frame.wal_end)
         self.reply_due = self.reply_due or frame.reply_requested

@@ -99,6 +99,34 @@ class ChangeBuilder:
         tx.seen += 1
         self.handed_out = (tx.final_lsn, tx.seen)
 
+    def native_state(self) -> tuple[tuple[int, int, int, int] | None, tuple[int, int]]:
+        """The open transaction (xid, commit time, final LSN, events seen) and how far events
+        were handed out (count -1: all), for the native frame loop
+        (producers/postgres/native_loop.py). It only runs where no repeated event is left
+        to skip."""
+        tx = self.tx
+        lsn, count = self.handed_out
+        handed = (lsn, -1 if count is None else count)
+        if tx is None:
+            return None, handed
+        assert tx.seen >= tx.skip
+        return (tx.xid, tx.commit_ts_ms, tx.final_lsn, tx.seen), handed
+
+    def adopt_native_state(
+        self, tx: tuple[int, int, int, int] | None, handed: tuple[int, int]
+    ) -> None:
+        """Take the state the native frame loop left (see `native_state`)."""
+        if tx is None:
+            self.tx = None
+        else:
+            xid, ts_ms, final_lsn, seen = tx
+            current = self.tx
+            if current is None or current.final_lsn != final_lsn:
+                current = self.tx = _Transaction(xid, ts_ms, final_lsn)
+            current.seen = seen
+        lsn, count = handed
+        self.handed_out = (lsn, None if count < 0 else count)
+
     def _already_handed_out(self, final_lsn: int) -> int:
         lsn, count = self.handed_out
         if final_lsn > lsn:

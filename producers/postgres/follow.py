@@ -142,6 +142,10 @@ class TableFollower:
             log.info("task %s: loading %s (oid %d) again", self.task.name, move.new, move.oid)
             self.request_load(move.new, move.oid)
 
+    def poll_due(self) -> bool:
+        """Whether the next `poll` looks at the catalog."""
+        return time.monotonic() >= self._next_poll
+
     def poll(self, conn: Conn, types: catalog.TypeResolver, lsn: int) -> None:
         """Every few seconds: selected tables the publication lacks are added to it, emptied
         in the target and loaded. Changes after the ALTER PUBLICATION are streamed; the

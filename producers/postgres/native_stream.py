@@ -25,6 +25,7 @@ from producers.event_writer import EventWriter
 from producers.postgres import native_rows
 from producers.postgres.changes import ChangeBuilder
 from producers.postgres.incremental import IncrementalSnapshot
+from producers.postgres.native_loop import FrameLoop
 from schemas import native_lib
 from schemas.envelope import ChangeEvent, Op, SourceInfo
 from schemas.tables import TableId, TableSchema
@@ -172,6 +173,11 @@ class NativeStream:
         self.incremental = incremental
         self._tables: dict[TableId, _Table] = {}
         self.written = 0
+        self.loop: FrameLoop | None = None
+
+    def attach(self, loop: FrameLoop) -> None:
+        """Register with `loop` each table this path writes a row of (see native_loop)."""
+        self.loop = loop
 
     def write(self, builder: ChangeBuilder, payload: bytes, lsn: int) -> bool:
         """Encode and produce the message at `lsn` when the fast path may; True if it did."""
@@ -180,7 +186,8 @@ class NativeStream:
         tx = builder.tx
         if tx is None or tx.seen < tx.skip or self.writer.resume is not None:
             return False
-        schema = builder.relations.get(int.from_bytes(payload[1:5], "big"))
+        oid = int.from_bytes(payload[1:5], "big")
+        schema = builder.relations.get(oid)
         if schema is None:
             return False  # not (yet) known to the builder: it decides
         chunk = self.incremental.chunk
@@ -202,11 +209,16 @@ class NativeStream:
         key, value, tombstone = encoded
         self.writer.write_change(table.topic, key, value, tombstone)
         self.written += 1
+        loop = self.loop
+        if loop is not None and not loop.registered(oid):
+            loop.register(oid, table.encoder.handle, table.topic)
         return True
 
     def _plan(self, builder: ChangeBuilder, schema: TableSchema) -> _Table:
         codec = self.writer.codec(schema.table)
         table = _Table(schema, codec, "", None)
+        if self.loop is not None:
+            self.loop.clear()  # it may hold the plan this table replaces
         self._tables[schema.table] = table
         # The Python path parses with the builder's schema and encodes with the writer's:
         # the library does both with one, so they must be the same.

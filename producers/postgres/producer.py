@@ -16,7 +16,7 @@ from headwater.config import TaskConfig
 from producers.errors import SourceError, SourceUnreachable
 from producers.event_writer import EventWriter
 from producers.kafka_tail import load_resume_filter
-from producers.postgres import catalog, chunks, native_stream, oids
+from producers.postgres import catalog, chunks, native_loop, native_stream, oids
 from producers.postgres.acks import AckTracker
 from producers.postgres.changes import ChangeBuilder, HandedOut
 from producers.postgres.connection import connect
@@ -36,6 +36,7 @@ from producers.postgres.pgoutput import (
     XLogData,
     decode_message,
     format_lsn,
+    parse_copy_frame,
     parse_lsn,
 )
 from producers.postgres.replication import (
@@ -78,6 +79,7 @@ class PostgresProducer:
         self.state = self.store.load(task.name) or TaskState(task.name)
         self._last_save = 0.0
         self._handed_out: HandedOut = (0, 0)  # kept across reconnects (ChangeBuilder)
+        self._lsn = 0  # the latest position streamed
         self.incremental = IncrementalSnapshot(task.name, task.topic_prefix, self.db)
         self.follower = TableFollower(
             task,
@@ -342,63 +344,136 @@ class PostgresProducer:
             self._handed_out,
             self.follower.known,
         )
-        lsn = 0  # the latest position read, naming the truncates a rename calls for
         stream.start(self.task.slot_name, self.task.publication)
-        loop = AckTracker(stream, self.writer, self.task.source.ack_interval_s)
+        acks = AckTracker(stream, self.writer, self.task.source.ack_interval_s)
         # Insert/update/delete messages the library writes the same bytes for skip the
-        # Python objects (see native_stream); the others take the path below.
-        fast = None
+        # Python objects (see native_stream); with the frame loop (native_loop) the library
+        # also reads the frames and handles Begin and Commit. The others take the Python path.
+        fast = frames = None
         if native_stream.available():
             fast = native_stream.NativeStream(self.writer, self.incremental)
+            if native_loop.available():
+                frames = native_loop.FrameLoop(stream.pgconn)
+                fast.attach(frames)
+        self._lsn = 0  # the latest position read, naming the truncates a rename calls for
         log.info("task %s: streaming slot %s", self.task.name, self.task.slot_name)
         try:
             while not self.stop.is_set():
                 if self.incremental.busy and self.incremental.chunk is None:
                     self._next_chunk()
-                frame = stream.read(timeout=0.2)
-                if (
-                    isinstance(frame, XLogData)
-                    and fast is not None
-                    and fast.write(builder, frame.payload, frame.wal_start)
-                ):
-                    # A row change the native path wrote (and counted in the builder).
-                    lsn = max(lsn, frame.wal_start)
-                    self.state.events_streamed += 1
-                    loop.on_row_change()
-                elif isinstance(frame, XLogData):
-                    lsn = max(lsn, frame.wal_start)
-                    msg = decode_message(frame.payload)
-                    if isinstance(msg, LogicalMessage):
-                        self._on_logical_message(msg)
-                    try:
-                        events = builder.on_message(msg, frame.wal_start)
-                        events += self._rename_notice(builder, msg)
-                    except UnrepresentableValue as exc:
-                        raise SourceError(
-                            f"task {self.task.name} at LSN {format_lsn(frame.wal_start)}: {exc}"
-                        ) from None
-                    for event in events:
-                        self.incremental.on_change(event)
-                        self.writer.write(event)
-                        self.state.events_streamed += 1
-                    self._follow_moves(builder)
-                    loop.on_message(msg, builder.tx is not None)
-                elif isinstance(frame, Keepalive):
-                    loop.on_keepalive(frame)
-                if builder.tx is None:  # between transactions, in stream order
-                    self.follower.poll(self.conn, self.types, max(lsn, loop.acked))
-                if loop.maybe_ack():
-                    self.state.acked_position = format_lsn(loop.acked)
+                    if frames is not None:
+                        frames.clear()  # the chunk's table may have a new codec
+                if frames is not None and self._loop_may_run(builder, frames):
+                    in_tx = self._run_frame_loop(stream, frames, builder, fast, acks)
+                else:
+                    if frames is not None and frames.owned:
+                        frames.give(builder)
+                    self._on_frame(stream.read(timeout=0.2), builder, fast, acks)
+                    in_tx = builder.tx is not None
+                if not in_tx and self.follower.poll_due():  # between transactions
+                    if frames is not None:
+                        frames.clear()  # a table it loads gets a new codec
+                    self.follower.poll(self.conn, self.types, max(self._lsn, acks.acked))
+                if acks.maybe_ack():
+                    self.state.acked_position = format_lsn(acks.acked)
                     self._save_state()
-            loop.maybe_ack(force=True)
-            self.state.acked_position = format_lsn(loop.acked)
+            acks.maybe_ack(force=True)
+            self.state.acked_position = format_lsn(acks.acked)
             self._save_state(force=True)
         finally:
+            if frames is not None and frames.owned:
+                frames.give(builder)
+            log.debug(
+                "task %s: stream read: %d changes by the frame loop, %d by the native encoder",
+                self.task.name,
+                frames.written if frames is not None else 0,
+                fast.written if fast is not None else 0,
+            )
             self._handed_out = builder.handed_out
             stream.stop()
             stream.conn.close()
             if self.stop.is_set():
                 self._save_state(force=True)
+
+    def _loop_may_run(self, builder: ChangeBuilder, frames: native_loop.FrameLoop) -> bool:
+        """The frame loop writes events as they come: not while repeated events are being
+        skipped, the resume filter decides, or an incremental-snapshot window is open."""
+        if not frames.owned:
+            tx = builder.tx
+            if tx is not None and tx.seen < tx.skip:
+                return False
+        chunk = self.incremental.chunk
+        return self.writer.resume is None and (chunk is None or not chunk.window_open)
+
+    def _run_frame_loop(
+        self,
+        stream: ReplicationStream,
+        frames: native_loop.FrameLoop,
+        builder: ChangeBuilder,
+        fast: native_stream.NativeStream | None,
+        acks: AckTracker,
+    ) -> bool:
+        """One run of the native frame loop, its records produced; the frame it leaves (if
+        any) goes through `_on_frame`. Whether a transaction is open after it."""
+        if not frames.owned:
+            frames.take(builder)
+        status = frames.run(self.follower.poll_due(), 0.2, _GATHER_S)
+        st = frames.state
+        self._lsn = max(self._lsn, st.wal_start)
+        if st.records:
+            write = self.writer.write_change
+            for topic, key, value, tombstone in frames.records():
+                write(topic, key, value, tombstone)
+            self.state.events_streamed += st.records
+        acks.on_native(st.committed, bool(st.in_tx), st.server_end, status == native_loop.REPLY)
+        if status == native_loop.FRAME:
+            frames.give(builder)
+            self._on_frame(parse_copy_frame(frames.frame()), builder, fast, acks)
+            return builder.tx is not None
+        if status == native_loop.ENDED:
+            stream.ended()
+        elif status == native_loop.BROKEN:
+            stream.broken()
+        return bool(st.in_tx)
+
+    def _on_frame(
+        self,
+        frame: XLogData | Keepalive | None,
+        builder: ChangeBuilder,
+        fast: native_stream.NativeStream | None,
+        acks: AckTracker,
+    ) -> None:
+        """One frame on the Python path (a row message through NativeStream when it may)."""
+        if isinstance(frame, Keepalive):
+            acks.on_keepalive(frame)
+            return
+        if frame is None:
+            return
+        self._lsn = max(self._lsn, frame.wal_start)
+        if fast is not None and fast.write(builder, frame.payload, frame.wal_start):
+            # A row change the native path wrote (and counted in the builder).
+            self.state.events_streamed += 1
+            acks.on_row_change()
+            return
+        msg = decode_message(frame.payload)
+        loop = fast.loop if fast is not None else None
+        if loop is not None and not isinstance(msg, native_loop.KEEPS_PLANS):
+            loop.clear()  # a relation, a codec or a plan may change here
+        if isinstance(msg, LogicalMessage):
+            self._on_logical_message(msg)
+        try:
+            events = builder.on_message(msg, frame.wal_start)
+            events += self._rename_notice(builder, msg)
+        except UnrepresentableValue as exc:
+            raise SourceError(
+                f"task {self.task.name} at LSN {format_lsn(frame.wal_start)}: {exc}"
+            ) from None
+        for event in events:
+            self.incremental.on_change(event)
+            self.writer.write(event)
+            self.state.events_streamed += 1
+        self._follow_moves(builder)
+        acks.on_message(msg, builder.tx is not None)
 
     def _rename_notice(self, builder: ChangeBuilder, msg: PgOutputMessage) -> list[ChangeEvent]:
         """A rename the poll noticed, met in stream order (see TableFollower)."""
@@ -479,6 +554,11 @@ class PostgresProducer:
             # progress; whatever must be durable before the next step is a forced save.
             self.store.save(self.state, wait=force)
             self._last_save = now
+
+
+# How long the frame loop waits, from its first record, for more to produce with it: one
+# round through Python per burst of small transactions instead of one per transaction.
+_GATHER_S = 0.001
 
 
 def run_postgres_producer(task: TaskConfig, stop: threading.Event) -> None:

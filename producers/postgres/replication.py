@@ -7,7 +7,7 @@ from __future__ import annotations
 import select
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import pq, sql
@@ -84,10 +84,8 @@ class ReplicationStream:
         try:
             nbytes, data = self.pgconn.get_copy_data(1)
             if nbytes == 0:
-                ready, _, _ = select.select([self.pgconn.socket], [], [], timeout)
-                if not ready:
+                if not self.wait(timeout):
                     return None
-                self.pgconn.consume_input()
                 nbytes, data = self.pgconn.get_copy_data(1)
                 if nbytes == 0:
                     return None
@@ -96,15 +94,35 @@ class ReplicationStream:
             self.streaming = False
             raise ReplicationLost(f"replication connection lost: {exc}") from None
         if nbytes == -1:
-            self.streaming = False
-            result = self.pgconn.get_result()
-            reason = result.error_message.decode(errors="replace").strip() if result else ""
-            reason = reason or "no reason"
-            raise ReplicationLost(f"replication stream ended by the server: {reason}")
+            self.ended()
         if nbytes < 0:
-            self.streaming = False
-            raise ReplicationLost(f"replication stream broken: {self.pgconn.get_error_message()!r}")
+            self.broken()
         return parse_copy_frame(bytes(data))
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the socket, then take in what arrived; False if
+        nothing did."""
+        try:
+            ready, _, _ = select.select([self.pgconn.socket], [], [], timeout)
+            if not ready:
+                return False
+            self.pgconn.consume_input()
+        except (psycopg.OperationalError, OSError, ValueError) as exc:
+            self.streaming = False
+            raise ReplicationLost(f"replication connection lost: {exc}") from None
+        return True
+
+    def ended(self) -> NoReturn:
+        """The server ended the copy (PQgetCopyData said -1): say why."""
+        self.streaming = False
+        result = self.pgconn.get_result()
+        reason = result.error_message.decode(errors="replace").strip() if result else ""
+        raise ReplicationLost(f"replication stream ended by the server: {reason or 'no reason'}")
+
+    def broken(self) -> NoReturn:
+        """Reading failed (PQgetCopyData said -2)."""
+        self.streaming = False
+        raise ReplicationLost(f"replication stream broken: {self.pgconn.get_error_message()!r}")
 
     def send_status(self, lsn: int, reply_requested: bool = False) -> None:
         """Report `lsn` as flushed: the server may now recycle WAL before it."""
