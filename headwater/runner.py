@@ -62,12 +62,16 @@ class TaskRunner:
     def start_stage(self, name: str) -> None:
         """Start (or restart, after it died) one stage's process."""
         data = self.task.model_dump(by_alias=True)
-        if name != stage_kind(name):
-            # Each sink worker its own client id, so the group's members can be told apart.
+        if stage_kind(name) in ("sink", "transform"):
+            # Each worker its own client id, so the group's members can be told apart, and
+            # its own static group membership: a worker started again after it died takes
+            # its partitions back at once instead of a rebalance that waits out the dead
+            # member's session (measured: three sink restarts cost a test 16 s, 9.6 s so).
+            member = f"headwater-{self.task.name}-{name}"
             kafka = data["kafka"]
-            kafka["consumer"] = {"client.id": f"headwater-{self.task.name}-{name}"} | dict(
-                kafka["consumer"]
-            )
+            kafka["consumer"] = {"group.instance.id": member} | dict(kafka["consumer"])
+            if name != stage_kind(name):
+                kafka["consumer"] = {"client.id": member} | kafka["consumer"]
         proc = self._ctx.Process(
             target=run_stage,
             args=(name, data, self.errors, self.log_level),
