@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
@@ -33,7 +33,7 @@ from headwater.config import TaskConfig
 from headwater.gc_tuning import tune_gc
 from producers.errors import SourceError
 from producers.event_writer import EventWriter
-from producers.postgres import native_rows, snapshot
+from producers.postgres import catalog, native_rows, snapshot
 from producers.postgres.chunks import SnapshotChunk, copy_query, reading_name
 from producers.postgres.connection import connect
 from schemas.envelope import ChangeEvent, SourceInfo
@@ -122,6 +122,7 @@ class _ChunkReader:
         self.task = TaskConfig.model_validate(setup.task_data)
         self.pid = os.getpid()
         self._encoders: dict[str, native_rows.RowEncoder | None] = {}
+        self._schemas: dict[str, TableSchema] = {}  # tables re-described during the load
 
     def run(self, chunks: Queue[Any]) -> None:
         registry = SchemaRegistry(self.task.registry.url)
@@ -153,12 +154,47 @@ class _ChunkReader:
     def _read(
         self, conn: psycopg.Connection[Any], writer: EventWriter, chunk: SnapshotChunk
     ) -> int | None:
-        schema = self.setup.schemas[str(chunk.table)]
+        key = str(chunk.table)
+        schema = self._schemas.get(key) or self.setup.schemas[key]
         writer.register_table(schema)
         try:
             return self._copy(conn, writer, schema, chunk)
         except UnrepresentableValue as exc:
             raise SourceError(f"task {self.task.name}: table {chunk.table}: {exc}") from None
+        except psycopg.errors.UndefinedColumn:
+            # A column dropped or renamed since the snapshot: the query's names resolve in
+            # the catalog as it is now, not as at the snapshot (nothing was read yet).
+            conn.rollback()
+        schema = self._schemas[key] = self._shape_now(conn, schema)
+        self._encoders.pop(key, None)
+        writer.register_table(schema)
+        snapshot.begin_snapshot(conn, self.setup.snapshot_name)
+        try:
+            return self._copy(conn, writer, schema, chunk)
+        except UnrepresentableValue as exc:
+            raise SourceError(f"task {self.task.name}: table {chunk.table}: {exc}") from None
+
+    def _shape_now(self, conn: psycopg.Connection[Any], schema: TableSchema) -> TableSchema:
+        """The table's columns as the catalog has them now, under its snapshot name and key
+        (its rows are still chunked by that key)."""
+        conn.autocommit = True  # read the catalog now, outside the snapshot
+        current = reading_name(conn, schema, self.setup.oids)
+        now = catalog.describe_table(conn, current.table, catalog.TypeResolver(conn))
+        names = {c.name for c in now.columns}
+        missing = [k for k in schema.primary_key if k not in names]
+        if missing:
+            raise SourceError(
+                f"task {self.task.name}: table {schema.table}: key column(s) "
+                f"{', '.join(missing)} dropped during the full load; start the task again"
+            )
+        log.warning(
+            "task %s: table %s changed during the full load (columns now: %s); its remaining "
+            "chunks are read with them, the stream carries the change itself",
+            self.task.name,
+            schema.table,
+            ", ".join(sorted(names)),
+        )
+        return replace(now, table=schema.table, primary_key=schema.primary_key)
 
     def _copy(
         self,
