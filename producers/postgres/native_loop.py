@@ -83,6 +83,18 @@ def available() -> bool:
     return _LIB is not None and _PQ is not None
 
 
+def open_loop(pgconn: Any) -> FrameLoop | None:
+    """The frame loop over `pgconn`, or None (frames then read in Python) when the library,
+    libpq's functions or the connection's pointer are not to be had."""
+    if not available():
+        return None
+    try:
+        return FrameLoop(pgconn)
+    except (AttributeError, RuntimeError) as exc:  # a psycopg without pgconn_ptr, say
+        log.warning("native frame loop not used (%s); frames are read in Python", exc)
+        return None
+
+
 class FrameLoop:
     """One replication connection's frame loop.
 

@@ -352,8 +352,8 @@ class PostgresProducer:
         fast = frames = None
         if native_stream.available():
             fast = native_stream.NativeStream(self.writer, self.incremental)
-            if native_loop.available():
-                frames = native_loop.FrameLoop(stream.pgconn)
+            frames = native_loop.open_loop(stream.pgconn)
+            if frames is not None:
                 fast.attach(frames)
         self._lsn = 0  # the latest position read, naming the truncates a rename calls for
         log.info("task %s: streaming slot %s", self.task.name, self.task.slot_name)
