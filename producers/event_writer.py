@@ -100,6 +100,7 @@ class EventWriter:
         self._unpolled = 0
         # Set by a restarted producer until its stream passes what Kafka already holds.
         self.resume: ResumeFilter | None = None
+        self.codec_changes = 0  # tables whose codec was set or replaced, over the writer's life
 
     def register_table(self, schema: TableSchema) -> None:
         """Create the table's topic if missing and register its (possibly new) schemas."""
@@ -112,6 +113,7 @@ class EventWriter:
         key_id = self.serde.schema_id(key_subject(topic), key_schema(self.prefix, schema))
         value_id = self.serde.schema_id(value_subject(topic), value_schema(self.prefix, schema))
         self._codecs[schema.table] = _TableCodec(topic, schema, key_id, value_id)
+        self.codec_changes += 1
 
     def ensure_topics(self, topics: list[str], config: dict[str, str] | None = None) -> None:
         """Create topics with the task's partitions; existing ones are left as they are."""

@@ -91,6 +91,11 @@ def library_path() -> Path | None:
     return built if built.exists() else None
 
 
+# Functions whose absence turns off only their own path (the streaming frame loop).
+_OPTIONAL = ("hw_loop_",)
+MISSING: set[str] = set()
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     p, size, i64 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64
     signatures: dict[str, tuple[list[object], object]] = {
@@ -130,7 +135,15 @@ def _declare(lib: ctypes.CDLL) -> None:
         "hw_loop_run": ([p, p, i64, i64], ctypes.c_int32),
     }
     for name, (argtypes, restype) in signatures.items():
-        function = getattr(lib, name)
+        try:
+            function = getattr(lib, name)
+        except AttributeError:
+            if not name.startswith(_OPTIONAL):
+                raise
+            # A library built before the function came (`make` builds it again): only the
+            # path that needs it runs in Python.
+            MISSING.add(name)
+            continue
         function.argtypes = argtypes
         function.restype = restype
 

@@ -250,6 +250,9 @@ impl FrameLoop {
             }
             b'I' | b'U' | b'D' if st.in_tx != 0 => {
                 let &(plan, topic) = self.tables.get(&be_u32(msg, 1)?)?;
+                if plan.is_null() {
+                    return Some(Step::Done); // a table outside the task: no event
+                }
                 // SAFETY: Python clears the table map before it frees a plan in it.
                 let plan = unsafe { &mut *plan };
                 let at = Position {
@@ -402,10 +405,12 @@ pub unsafe extern "C" fn hw_loop_free(lp: *mut FrameLoop) {
     crate::free_boxed(lp)
 }
 
-/// Encode the rows of relation `oid` with `plan` into records for topic number `topic`.
+/// Encode the rows of relation `oid` with `plan` into records for topic number `topic`; a
+/// null `plan`: pass over its rows (a table outside the task, whose rows make no event).
 ///
 /// # Safety
-/// `lp` from `hw_loop_new`; `plan` from `hw_stream_plan_new`, alive until `hw_loop_clear`.
+/// `lp` from `hw_loop_new`; `plan` null or from `hw_stream_plan_new`, alive until
+/// `hw_loop_clear`.
 #[no_mangle]
 pub unsafe extern "C" fn hw_loop_register(
     lp: *mut FrameLoop,
@@ -413,7 +418,7 @@ pub unsafe extern "C" fn hw_loop_register(
     plan: *mut StreamPlan,
     topic: u32,
 ) {
-    if !lp.is_null() && !plan.is_null() {
+    if !lp.is_null() {
         (*lp).register(oid, plan, topic);
     }
 }
@@ -549,6 +554,10 @@ mod tests {
         let relation = xlog(4, b"R\0\0\0\x07");
         assert_eq!(lp.on_frame(&relation, &mut st), Step::Python);
         assert_eq!(st.records, 0);
+        // A table registered as outside the task: its rows pass, counted nowhere.
+        lp.register(8, std::ptr::null_mut(), 0);
+        assert_eq!(lp.on_frame(&xlog(3, &insert(8, b"5")), &mut st), Step::Done);
+        assert_eq!((st.records, st.seen), (0, 0));
         // A transaction handed out before: Python skips its repeated events.
         st.in_tx = 0;
         st.handed_lsn = 60;

@@ -26,7 +26,14 @@ from typing import Any
 import psycopg
 
 from producers.postgres.changes import ChangeBuilder
-from producers.postgres.pgoutput import Begin, Commit, Delete, Insert, Update
+from producers.postgres.pgoutput import (
+    Delete,
+    Insert,
+    LogicalMessage,
+    PgOutputMessage,
+    Relation,
+    Update,
+)
 from schemas import native_lib
 
 log = logging.getLogger(__name__)
@@ -34,9 +41,25 @@ log = logging.getLogger(__name__)
 _LIB = native_lib.LIB
 _RECORD = struct.Struct("<IBII")  # topic number, tombstone, key length, value length
 
-# Messages taken on the Python path that change no relation, codec or plan the loop holds;
-# after any other, the producer clears the loop's tables.
-KEEPS_PLANS = (Begin, Commit, Insert, Update, Delete)
+# Messages taken on the Python path after which the loop's tables are forgotten: a Relation
+# message (a table's shape, name or selection changed) and a logical message (a watermark,
+# or a rename the catalog poll noticed).
+_CHANGES_PLANS = (Relation, LogicalMessage)
+_ROWS = (Insert, Update, Delete)
+
+
+def after_python_message(
+    loop: FrameLoop, msg: PgOutputMessage, builder: ChangeBuilder, codec_changed: bool
+) -> None:
+    """What the loop must forget or learn once the Python path took `msg`: every table
+    after a message that may change a relation or a plan, or when the writer registered a
+    schema meanwhile (`codec_changed`); a row of a table outside the task (no event) lets
+    the loop pass over that table's next rows."""
+    if codec_changed or isinstance(msg, _CHANGES_PLANS):
+        loop.clear()
+    elif isinstance(msg, _ROWS) and msg.relation_oid not in builder.relations:
+        loop.ignore(msg.relation_oid)
+
 
 NEED_INPUT, FRAME, FULL, COMMITTED, ENDED, BROKEN, REPLY = range(7)
 
@@ -75,7 +98,8 @@ def _libpq() -> ctypes.CDLL | None:
 
 # HEADWATER_FRAME_LOOP=0 reads the frames in Python (for comparisons).
 _WANTED = os.environ.get("HEADWATER_FRAME_LOOP", "1") != "0"
-_PQ = _libpq() if _LIB is not None and _WANTED else None
+_BUILT = _LIB is not None and not any(n.startswith("hw_loop_") for n in native_lib.MISSING)
+_PQ = _libpq() if _BUILT and _WANTED else None
 
 
 def available() -> bool:
@@ -87,6 +111,8 @@ def open_loop(pgconn: Any) -> FrameLoop | None:
     """The frame loop over `pgconn`, or None (frames then read in Python) when the library,
     libpq's functions or the connection's pointer are not to be had."""
     if not available():
+        if _BUILT and _WANTED:
+            log.info("no libpq of psycopg's found in this process: frames are read in Python")
         return None
     try:
         return FrameLoop(pgconn)
@@ -137,6 +163,13 @@ class FrameLoop:
             number = self._topic_numbers[topic] = len(self._topics)
             self._topics.append(topic)
         _LIB.hw_loop_register(self._handle, oid, plan, number)
+        self._registered.add(oid)
+
+    def ignore(self, oid: int) -> None:
+        """Let the loop pass over relation `oid`'s rows: a table outside the task that shares
+        the publication (its rows make no event), until the next `clear`."""
+        assert _LIB is not None
+        _LIB.hw_loop_register(self._handle, oid, None, 0)
         self._registered.add(oid)
 
     def registered(self, oid: int) -> bool:

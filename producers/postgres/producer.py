@@ -457,8 +457,7 @@ class PostgresProducer:
             return
         msg = decode_message(frame.payload)
         loop = fast.loop if fast is not None else None
-        if loop is not None and not isinstance(msg, native_loop.KEEPS_PLANS):
-            loop.clear()  # a relation, a codec or a plan may change here
+        codecs = self.writer.codec_changes
         if isinstance(msg, LogicalMessage):
             self._on_logical_message(msg)
         try:
@@ -472,6 +471,9 @@ class PostgresProducer:
             self.incremental.on_change(event)
             self.writer.write(event)
             self.state.events_streamed += 1
+        if loop is not None:
+            changed = self.writer.codec_changes != codecs
+            native_loop.after_python_message(loop, msg, builder, changed)
         self._follow_moves(builder)
         acks.on_message(msg, builder.tx is not None)
 

@@ -109,13 +109,14 @@ class Reader:
         if self.fast is not None and self.fast.write(self.builder, frame.payload, frame.wal_start):
             return False
         msg = decode_message(frame.payload)
-        if self.frames is not None and not isinstance(msg, native_loop.KEEPS_PLANS):
-            self.frames.clear()
-        if isinstance(msg, LogicalMessage) and msg.prefix == END:
-            return True
+        codecs = self.writer.codec_changes
+        ended = isinstance(msg, LogicalMessage) and msg.prefix == END
         for event in self.builder.on_message(msg, frame.wal_start):
             self.writer.write(event)
-        return False
+        if self.frames is not None:
+            changed = self.writer.codec_changes != codecs
+            native_loop.after_python_message(self.frames, msg, self.builder, changed)
+        return ended
 
 
 @dataclass
@@ -294,3 +295,18 @@ def test_a_transaction_sent_again_after_a_reconnect_skips_what_was_handed_out(en
     assert loop.builder.handed_out == python.builder.handed_out
     assert loop.frames is not None and loop.fast is not None
     assert (loop.fast.written, loop.frames.written) == (2, 1)
+
+
+def test_rows_of_a_table_outside_the_task_pass_without_python(env: Env) -> None:
+    loop, python = env.make_reader(True, (0, 0)), env.make_reader(False, (0, 0))
+    env.conn.execute("INSERT INTO loop_other SELECT g, 'x' FROM generate_series(1, 500) g")
+    env.conn.execute("INSERT INTO loop_rows VALUES (1, 'k', 1, NULL)")
+    end_mark(env.conn)
+    python.read_until_end()
+    loop.read_until_end()
+    assert len(python.writer.sent) == 1
+    assert loop.writer.sent == python.writer.sent
+    assert loop.builder.handed_out == python.builder.handed_out
+    # Python saw the Relation messages, the first row of each table and the END mark; the
+    # loop passed over the other 499 rows of the table outside the task.
+    assert loop.calls.count(native_loop.FRAME) < 10
