@@ -30,21 +30,11 @@ struct PollFd {
     revents: i16,
 }
 
-#[repr(C)]
-struct TimeSpec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-const POLLIN: i16 = 1;
+const POLLIN: i16 = 1; // the same on Linux and the BSDs
 
 extern "C" {
-    fn ppoll(
-        fds: *mut PollFd,
-        nfds: u64,
-        timeout: *const TimeSpec,
-        sigmask: *const c_void,
-    ) -> c_int;
+    // POSIX poll(2) (not ppoll, which macOS lacks); `nfds_t` is at least 32 bits everywhere.
+    fn poll(fds: *mut PollFd, nfds: std::os::raw::c_ulong, timeout_ms: c_int) -> c_int;
 }
 
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
@@ -353,12 +343,10 @@ impl FrameLoop {
             events: POLLIN,
             revents: 0,
         };
-        let timeout = TimeSpec {
-            tv_sec: us / 1_000_000,
-            tv_nsec: (us % 1_000_000) * 1_000,
-        };
-        // SAFETY: one valid pollfd and timespec, no signal mask.
-        unsafe { ppoll(&mut fd, 1, &timeout, std::ptr::null()) > 0 }
+        // Rounded up: the idle wait is a fraction of a second, a millisecond more is nothing.
+        let ms = c_int::try_from((us + 999) / 1000).unwrap_or(c_int::MAX);
+        // SAFETY: one valid pollfd.
+        unsafe { poll(&mut fd, 1, ms) > 0 }
     }
 
     /// Point the state at this call's records (and the frame for Python).
